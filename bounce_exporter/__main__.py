@@ -1,0 +1,3 @@
+from bounce_exporter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""The delivery event: what every per-MTA parser produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STATUSES = ("sent", "deferred", "bounced", "expired")
+
+
+@dataclass(slots=True)
+class DeliveryEvent:
+    """One delivery attempt (or one expiry) for one recipient, as the MTA logged it."""
+
+    time: float  # Unix seconds, from the log line's own timestamp
+    mta: str  # "postfix", "exim", ...
+    queue_id: str | None
+    recipient: str | None
+    domain: str | None  # lower-case, IDNA A-label; None when the line names no recipient
+    status: str  # one of STATUSES
+    code: str | None  # basic reply code "431", or None when no SMTP reply was received
+    enhanced: str | None  # enhanced status code "4.3.1", or None
+    text: str  # the reply or error text
