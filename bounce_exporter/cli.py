@@ -1,0 +1,106 @@
+"""Command line: flags only; the wiring lives in bounce_exporter.app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bounce_exporter import __version__
+from bounce_exporter.config import DEFAULT_LOG_FILES, DEFAULT_STATE_FILE, LOG_LEVELS, load_config
+from bounce_exporter.errors import ConfigError
+from bounce_exporter.parsers import PARSERS
+
+DESCRIPTION = """\
+Which remote domains defer or bounce your mail, with which SMTP reply, and since when.
+
+bounce-exporter follows your mail server's log, turns every delivery attempt into an event,
+classifies the reply (soft or hard, and a reason such as system_full for 431 4.3.1) and serves
+Prometheus counters per recipient domain and reply on /metrics."""
+
+EPILOG = """\
+examples:
+  bounce-exporter serve                                  follow /var/log/mail.log, serve :39431
+  bounce-exporter serve --log.file /var/log/mail.log --web.listen-address 127.0.0.1:39431
+  bounce-exporter serve --config.file /etc/bounce-exporter.yml
+  bounce-exporter parse /var/log/mail.log.1              one JSON object per delivery event
+
+Flags override the config file. Docs: README.md."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="YAML configuration file (sources, limits, rules)")
+    parser.add_argument("--log.format", dest="log_format", choices=sorted(PARSERS),
+                        help="log format of the sources (default: postfix)")
+    parser.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS,
+                        help="level of the exporter's own log on stderr (default: info)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bounce-exporter", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bounce-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="follow mail logs and serve Prometheus metrics",
+        description="Follow mail logs and serve Prometheus metrics on /metrics.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    serve.add_argument("--log.file", dest="log_files", action="append", metavar="PATH",
+                       help="mail log to follow; repeatable, globs allowed (default: the first of "
+                            f"{', '.join(DEFAULT_LOG_FILES)} that exists)")
+    serve.add_argument("--log.from-start", dest="from_start", action="store_true", default=None,
+                       help="read existing log files from the beginning instead of their end")
+    serve.add_argument("--log.poll-interval", dest="poll_interval", metavar="DURATION",
+                       help="how often to check the logs when no file event arrives (default: 1s)")
+    serve.add_argument("--web.listen-address", dest="listen_address", metavar="[HOST]:PORT",
+                       help="address to serve on (default: :39431)")
+    serve.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH",
+                       help="path of the metrics (default: /metrics)")
+    serve.add_argument("--state.file", dest="state_file", metavar="PATH",
+                       help=f"state kept across restarts (default: {DEFAULT_STATE_FILE})")
+    _common(serve)
+
+    parse = commands.add_parser(
+        "parse", help="print every delivery event of log files as JSON Lines",
+        description="Read log files from the start and print one JSON object per delivery event: "
+                    "file, line, time, mta, queue_id, recipient, domain, status, code, enhanced, "
+                    "kind, category, text.")
+    parse.add_argument("files", nargs="+", metavar="FILE", help="log file to read")
+    _common(parse)
+    return parser
+
+
+def _report(err: ConfigError) -> int:
+    print("bounce-exporter: configuration problems:", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items()
+                 if key not in ("command", "config_file", "files")}
+    try:
+        config = load_config(args.config_file, overrides)
+    except ConfigError as err:
+        return _report(err)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bounce_exporter import app  # after the flags: --help stays fast
+
+    if args.command == "parse":
+        return app.parse_files(args.files, config, sys.stdout, sys.stderr)
+    try:
+        exporter = app.Exporter(config)
+    except ConfigError as err:
+        return _report(err)
+    exporter.install_signal_handlers()
+    try:
+        return exporter.run()
+    except OSError as err:
+        print(f"bounce-exporter: cannot serve on {config.listen_address}: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,180 @@
+"""Metric state: plain counters per label set, turned into metric families at each scrape.
+
+Counting happens in dicts (cheap on the hot path); ``MetricsCollector.collect()`` builds fresh
+families from a snapshot, so state that must be able to vanish (a cleared persistent deferral) does.
+The ``domain`` label is bounded by ``DomainLabels``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bounce_exporter import __version__
+from bounce_exporter.classify import Classification
+from bounce_exporter.event import DeliveryEvent
+
+NO_VALUE = "none"  # label value for a reply without a code or enhanced code
+UNKNOWN_DOMAIN = "unknown"  # label value for an event that names no recipient domain
+OVERFLOW_DOMAIN = "other"  # label value for domains beyond the cap
+
+
+class DomainLabels:
+    """Maps domains to label values: the first ``max_domains`` distinct domains (besides the
+    allow-list, which always gets its own series) keep their name, later ones become "other"."""
+
+    def __init__(self, max_domains: int = 500, allowlist: Iterable[str] = ()):
+        self.max_domains = max_domains
+        self.allowlist = frozenset(allowlist)
+        self._labelled: set[str] = set(self.allowlist)
+        self._capped = 0  # domains given their own label that are not allow-listed
+        self.overflowed_events = 0
+
+    def label(self, domain: str | None) -> str:
+        if domain is None:
+            return UNKNOWN_DOMAIN
+        if domain in self._labelled:
+            return domain
+        if self._capped < self.max_domains:
+            self._capped += 1
+            self._labelled.add(domain)
+            return domain
+        self.overflowed_events += 1
+        return OVERFLOW_DOMAIN
+
+    @property
+    def labelled(self) -> int:
+        return len(self._labelled)
+
+
+class SourceStats:
+    """Self-metrics of one log source."""
+
+    __slots__ = ("lines_read", "not_understood", "last_line_time", "up", "read_errors")
+
+    def __init__(self) -> None:
+        self.lines_read = 0
+        self.not_understood: dict[str, int] = defaultdict(int)
+        self.last_line_time = 0.0
+        self.up = 0
+        self.read_errors = 0
+
+
+class MetricState:
+    """Every counter the exporter exposes about deliveries and its own reading."""
+
+    def __init__(self, domains: DomainLabels | None = None):
+        self.lock = threading.Lock()
+        self.domains = domains or DomainLabels()
+        self.attempts: dict[str, int] = defaultdict(int)
+        self.deliveries: dict[str, int] = defaultdict(int)
+        self.expired: dict[str, int] = defaultdict(int)
+        self.failures: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+        self.sources: dict[str, SourceStats] = {}
+        for domain in sorted(self.domains.allowlist):  # series known in advance start at 0
+            for counter in (self.attempts, self.deliveries, self.expired):
+                counter[domain] += 0
+
+    def record(self, event: DeliveryEvent, classification: Classification) -> None:
+        """Count one delivery event (caller holds ``lock``)."""
+        domain = self.domains.label(event.domain)
+        status = event.status
+        if status == "expired":
+            self.expired[domain] += 1
+            return
+        self.attempts[domain] += 1
+        if status == "sent":
+            self.deliveries[domain] += 1
+            return
+        key = (domain, classification.kind or NO_VALUE, event.code or NO_VALUE,
+               event.enhanced or NO_VALUE, classification.category)
+        self.failures[key] += 1
+
+    def source(self, name: str) -> SourceStats:
+        stats = self.sources.get(name)
+        if stats is None:
+            stats = self.sources[name] = SourceStats()
+        return stats
+
+
+class MetricsCollector(Collector):
+    """Builds the exposition from ``MetricState`` (and extra family builders) at scrape time."""
+
+    def __init__(self, state: MetricState,
+                 extra: Iterable[Callable[[], Iterable[Metric]]] = ()):
+        self.state = state
+        self.extra = list(extra)
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.state
+        with state.lock:
+            attempts = dict(state.attempts)
+            deliveries = dict(state.deliveries)
+            expired = dict(state.expired)
+            failures = dict(state.failures)
+            sources = {name: (s.lines_read, dict(s.not_understood), s.last_line_time, s.up,
+                              s.read_errors) for name, s in state.sources.items()}
+            labelled = state.domains.labelled
+            overflowed = state.domains.overflowed_events
+        yield _counter("bounce_delivery_attempts", "Delivery attempts logged (sent, deferred or "
+                       "bounced), per recipient domain.", ["domain"], attempts)
+        yield _counter("bounce_deliveries", "Successful deliveries, per recipient domain.",
+                       ["domain"], deliveries)
+        yield _counter("bounce_failures", "Failed delivery attempts per reply: kind soft (deferred) "
+                       "or hard (bounced), basic and enhanced code, and reason category.",
+                       ["domain", "kind", "code", "enhanced", "category"], failures)
+        yield _counter("bounce_expired", "Messages given up after the queue lifetime, per "
+                       "recipient domain.", ["domain"], expired)
+        yield from _source_families(sources)
+        yield _gauge("bounce_exporter_domains", "Distinct recipient domains with their own label "
+                     "value (the cap is limits.max_domains, allow-listed domains besides).",
+                     [], {(): labelled})
+        yield _counter("bounce_exporter_domain_overflow_events",
+                       "Events counted under domain=\"other\" because the domain cap was reached.",
+                       [], {(): overflowed})
+        info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter.",
+                                 labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        for build in self.extra:
+            yield from build()
+
+
+def _source_families(sources: dict[str, tuple]) -> Iterator[Metric]:
+    read = {(n,): v[0] for n, v in sources.items()}
+    bad = {(n, reason): count for n, v in sources.items() for reason, count in v[1].items()}
+    last = {(n,): v[2] for n, v in sources.items() if v[2]}
+    up = {(n,): v[3] for n, v in sources.items()}
+    errors = {(n,): v[4] for n, v in sources.items()}
+    yield _counter("bounce_exporter_lines_read", "Log lines read, per source.", ["source"], read)
+    yield _counter("bounce_exporter_lines_not_understood", "Log lines skipped, per source and "
+                   "reason: a line that looked like a delivery but could not be read, or a line "
+                   "over limits.max_line_bytes.", ["source", "reason"], bad)
+    yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
+                   errors)
+    yield _gauge("bounce_exporter_source_up", "1 while the log source is open and readable.",
+                 ["source"], up)
+    yield _gauge("bounce_exporter_last_line_timestamp_seconds", "Wall-clock time at which the "
+                 "last line was read from the source.", ["source"], last)
+
+
+def _labels(key) -> list[str]:
+    return list(key) if isinstance(key, tuple) else [key]
+
+
+def _counter(name: str, doc: str, labels: list[str], values: dict) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(_labels(key), value)
+    return family
+
+
+def _gauge(name: str, doc: str, labels: list[str], values: dict) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(_labels(key), value)
+    return family

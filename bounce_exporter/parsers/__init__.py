@@ -1,0 +1,41 @@
+"""Per-MTA log parsers, registered by name.
+
+A parser turns one raw log line (bytes, without its newline) into the delivery events it records:
+an empty sequence for a line that records no delivery (most lines), or ``LineNotUnderstood`` for a
+line that looks like a delivery line but cannot be read. Parsers know nothing of metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from bounce_exporter.event import DeliveryEvent
+
+
+class LineNotUnderstood(Exception):
+    """A line that should have recorded a delivery but could not be read; the reason is a short slug."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Parser(Protocol):
+    mta: str
+
+    def parse(self, raw: bytes) -> Sequence[DeliveryEvent]: ...
+
+
+def _postfix(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.postfix import PostfixParser
+
+    return PostfixParser(reference=reference)
+
+
+PARSERS: dict[str, Callable[[float | None], Parser]] = {"postfix": _postfix}
+
+
+def make_parser(name: str, reference: float | None = None) -> Parser:
+    """A fresh parser for one source; ``reference`` anchors the year of stamps that lack one."""
+    return PARSERS[name](reference)
