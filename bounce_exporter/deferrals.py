@@ -1,0 +1,552 @@
+"""Persistent deferrals: a remote server that keeps deferring mail with the same reply (431 4.3.1,
+out of disk) will not recover by itself, so flag it per (recipient domain, reply code).
+
+Pure logic: fed DeliveryEvents and their Classification, it knows nothing of HTTP, files or
+prometheus_client. The rules, written down beside the code:
+
+- Config: `persistent_deferrals:` is a list of rules
+  `{name, match: {code, enhanced, category}, min_attempts, min_duration, clear_after}`.
+  A rule matches an event when ANY of the match keys it gives matches (code 431 OR enhanced
+  4.3.1), so one rule covers MTAs that log only one of the two. `name` and a non-empty `match`
+  are required; min_attempts (3), min_duration (30m) and clear_after (2h) have defaults. Key
+  absent: DEFAULT_RULES. An empty list disables tracking.
+- Rules are tried in order and the first that matches takes the event (like firewall rules).
+- Only status "deferred" extends a streak; the classification's kind is not consulted (the MTA
+  retrying is what makes it a deferral) and only supplies `category` for matching.
+- Streak key: (domain, code, rule); code is the basic reply code or "none" (no SMTP reply).
+  Each matching deferral sets since (first), last (latest) and attempts += 1.
+- Persistent once attempts >= min_attempts and last - since >= min_duration; it stays so until
+  the streak clears.
+- Status "sent" to domain D clears every streak of D that began at or before the delivery
+  (a delivery logged before the streak began, by a lagging source, is not "in between").
+- A streak whose last deferral is more than clear_after ago clears by timeout. "Now" is the
+  newest time seen: event times (observe) and wall clock (advance); it never goes back. A
+  deferral already older than clear_after when it arrives is ignored.
+- "bounced" and "expired" neither extend nor clear: the mail was given up, which says nothing
+  about whether the remote server recovered.
+- Time comes only from event.time and advance(), so replaying an old log flags exactly what live
+  tailing would have.
+- Bounded: at most max_keys streaks; a new key beyond that evicts the streak with the oldest
+  `last` (counted in `evicted`). Cleared persistent flags are kept for the HTTP API: the last
+  keep_cleared of them, for at most KEEP_CLEARED_SECONDS.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import re
+from collections import deque
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bounce_exporter.durations import parse_duration
+from bounce_exporter.errors import ConfigError
+from bounce_exporter.event import DeliveryEvent
+
+log = logging.getLogger("bounce_exporter.deferrals")
+
+CONFIG_KEY = "persistent_deferrals"
+STATE_VERSION = 1
+KEEP_CLEARED_SECONDS = 86400.0
+NO_CODE = "none"
+
+_RULE_KEYS = ("name", "match", "min_attempts", "min_duration", "clear_after")
+_MATCH_KEYS = ("code", "enhanced", "category")
+_CODE = re.compile(r"^[2-5]\d\d$")
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_DEFAULT_MIN_ATTEMPTS = 3
+_DEFAULT_MIN_DURATION = 30 * 60.0
+_DEFAULT_CLEAR_AFTER = 2 * 3600.0
+
+
+@dataclass(frozen=True)
+class DeferralRule:
+    """Which deferrals to track, and when a streak of them counts as persistent."""
+
+    name: str
+    code: str | None
+    enhanced: str | None
+    category: str | None
+    min_attempts: int
+    min_duration: float  # seconds
+    clear_after: float  # seconds
+
+    def matches(self, event: DeliveryEvent, classification: Any) -> bool:
+        """True when ANY of the given match keys equals the event's (code, enhanced, category)."""
+        if self.code is not None and event.code == self.code:
+            return True
+        if self.enhanced is not None and event.enhanced == self.enhanced:
+            return True
+        category = getattr(classification, "category", None)
+        return self.category is not None and category == self.category
+
+
+DEFAULT_RULES: tuple[DeferralRule, ...] = (
+    DeferralRule(
+        name="disk-full",
+        code="431",
+        enhanced="4.3.1",
+        category=None,
+        min_attempts=_DEFAULT_MIN_ATTEMPTS,
+        min_duration=_DEFAULT_MIN_DURATION,
+        clear_after=_DEFAULT_CLEAR_AFTER,
+    ),
+)
+
+
+def parse_rules(raw: object) -> list[DeferralRule]:
+    """Turn the `persistent_deferrals:` config value into rules; None (key absent) gives the
+    defaults. Raise ConfigError listing every problem, each located like
+    `persistent_deferrals[1].min_duration` (0-based index)."""
+    if raw is None:
+        return list(DEFAULT_RULES)
+    if not isinstance(raw, list):
+        raise ConfigError([f"{CONFIG_KEY}: expected a list of rules, got {_type_name(raw)}"])
+    problems: list[str] = []
+    rules: list[DeferralRule] = []
+    first_seen: dict[str, str] = {}
+    for index, item in enumerate(raw):
+        where = f"{CONFIG_KEY}[{index}]"
+        rule = _parse_rule(item, where, problems)
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name.strip():
+            name = name.strip()
+            if name in first_seen:
+                problems.append(f"{where}.name: duplicate name {name!r} (also {first_seen[name]})")
+            else:
+                first_seen[name] = where
+        if rule is not None:
+            rules.append(rule)
+    if problems:
+        raise ConfigError(problems)
+    return rules
+
+
+def _parse_rule(item: object, where: str, problems: list[str]) -> DeferralRule | None:
+    """Parse one rule, appending its problems; None when it has any."""
+    if not isinstance(item, dict):
+        problems.append(f"{where}: expected a mapping, got {_type_name(item)}")
+        return None
+    before = len(problems)
+    for key in item:
+        if key not in _RULE_KEYS:
+            problems.append(f"{where}: unknown key {key!r} (expected: {', '.join(_RULE_KEYS)})")
+
+    name = item.get("name")
+    if "name" not in item:
+        problems.append(f"{where}: missing name")
+    elif not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}.name: expected a non-empty string, got {name!r}")
+
+    match = _parse_match(item.get("match"), "match" in item, f"{where}.match", problems)
+
+    min_attempts: object = item.get("min_attempts", _DEFAULT_MIN_ATTEMPTS)
+    if isinstance(min_attempts, bool) or not isinstance(min_attempts, int) or min_attempts < 1:
+        problems.append(f"{where}.min_attempts: expected a whole number >= 1, got {min_attempts!r}")
+    min_duration = _duration(item, "min_duration", _DEFAULT_MIN_DURATION, where, problems)
+    clear_after = _duration(item, "clear_after", _DEFAULT_CLEAR_AFTER, where, problems)
+    if clear_after is not None and clear_after <= 0:
+        problems.append(
+            f"{where}.clear_after: must be more than 0, got {item.get('clear_after')!r}"
+        )
+
+    if len(problems) > before:
+        return None
+    assert isinstance(name, str) and match is not None and isinstance(min_attempts, int)
+    assert min_duration is not None and clear_after is not None
+    return DeferralRule(
+        name=name.strip(),
+        code=match.get("code"),
+        enhanced=match.get("enhanced"),
+        category=match.get("category"),
+        min_attempts=min_attempts,
+        min_duration=min_duration,
+        clear_after=clear_after,
+    )
+
+
+def _parse_match(
+    raw: object, given: bool, where: str, problems: list[str]
+) -> dict[str, str] | None:
+    if not given:
+        problems.append(
+            f"{where.rsplit('.', 1)[0]}: missing match (give code, enhanced or category)"
+        )
+        return None
+    if not isinstance(raw, dict):
+        problems.append(
+            f"{where}: expected a mapping of code, enhanced, category; got {_type_name(raw)}"
+        )
+        return None
+    if not raw:
+        problems.append(f"{where}: empty; give at least one of code, enhanced, category")
+        return None
+    before = len(problems)
+    match: dict[str, str] = {}
+    for key, value in raw.items():
+        if key not in _MATCH_KEYS:
+            problems.append(f"{where}: unknown key {key!r} (expected: {', '.join(_MATCH_KEYS)})")
+            continue
+        text = (
+            str(value).strip()
+            if isinstance(value, (str, int)) and not isinstance(value, bool)
+            else None
+        )
+        if key == "code" and (text is None or not _CODE.match(text)):
+            problems.append(f"{where}.code: not a 3-digit reply code: {value!r}")
+        elif key == "enhanced" and (text is None or not _ENHANCED.match(text)):
+            problems.append(f"{where}.enhanced: not an enhanced status code like 4.3.1: {value!r}")
+        elif key == "category" and (not isinstance(value, str) or not text):
+            problems.append(f"{where}.category: expected a non-empty string, got {value!r}")
+        else:
+            assert text is not None
+            match[key] = text
+    return match if len(problems) == before else None
+
+
+def _duration(
+    item: dict, key: str, default: float, where: str, problems: list[str]
+) -> float | None:
+    try:
+        return parse_duration(item.get(key, default))
+    except ValueError as exc:
+        problems.append(f"{where}.{key}: {exc}")
+        return None
+
+
+def _type_name(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+@dataclass
+class Streak:
+    """Consecutive matching deferrals for one (domain, code, rule)."""
+
+    domain: str
+    code: str  # basic reply code or "none"
+    rule: str
+    since: float  # Unix seconds of the first deferral
+    last: float  # Unix seconds of the latest deferral
+    attempts: int
+    last_text: str
+    persistent: bool
+    cleared_at: float | None = None  # the delivery's time, or last + clear_after
+    cleared_by: str | None = None  # "delivery" | "timeout"
+
+
+_Key = tuple[str, str, str]  # (domain, code, rule)
+
+
+class DeferralTracker:
+    """Streaks of matching deferrals per (domain, code, rule), and which of them are persistent."""
+
+    def __init__(
+        self, rules: list[DeferralRule], *, max_keys: int = 10000, keep_cleared: int = 100
+    ):
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.rules = list(rules)
+        self._rules = {rule.name: rule for rule in self.rules}
+        self.max_keys = max_keys
+        self.evicted = 0
+        self.now = float("-inf")  # newest time seen (event times and advance())
+        self._streaks: dict[_Key, Streak] = {}
+        self._by_domain: dict[str, set[_Key]] = {}
+        # Lazy heaps: an entry is current only while the streak still has that `last`.
+        self._deadlines: list[tuple[float, float, _Key]] = []  # (last + clear_after, last, key)
+        self._oldest: list[tuple[float, _Key]] = []  # (last, key), for eviction
+        self._cleared: deque[Streak] = deque(maxlen=max(keep_cleared, 0))
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def observe(self, event: DeliveryEvent, classification: Any) -> None:
+        """Take one delivery event: extend, clear or ignore, then clear what timed out."""
+        self._tick(event.time)
+        if not event.domain:
+            return
+        if event.status == "sent":
+            self._clear_domain(event.domain, event.time)
+        elif event.status == "deferred":
+            rule = next((r for r in self.rules if r.matches(event, classification)), None)
+            if rule is not None:
+                self._extend(rule, event)
+
+    def advance(self, now: float) -> None:
+        """Move the clock to wall-clock `now` (while tailing) and clear what timed out."""
+        self._tick(now)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def active(self) -> list[Streak]:
+        """Persistent flags now held, at most one per (domain, code) (the oldest, should two rules
+        flag the same pair), sorted by domain and code: what the gauges show."""
+        best: dict[tuple[str, str], Streak] = {}
+        for streak in self._streaks.values():
+            if not streak.persistent:
+                continue
+            pair = (streak.domain, streak.code)
+            held = best.get(pair)
+            if held is None or (streak.since, -streak.attempts) < (held.since, -held.attempts):
+                best[pair] = streak
+        return [replace(best[pair]) for pair in sorted(best)]
+
+    def tracking(self) -> int:
+        """Number of streaks tracked (persistent or not); never more than max_keys."""
+        return len(self._streaks)
+
+    def api_view(self) -> list[dict]:
+        """JSON-ready list: persistent flags ("state": "persistent"), streaks not yet persistent
+        ("tracking"), then recently cleared flags ("cleared", newest first)."""
+        self._prune_cleared()
+        held = sorted(
+            self._streaks.values(), key=lambda s: (not s.persistent, s.since, s.domain, s.code)
+        )
+        rows = [self._row(s, "persistent" if s.persistent else "tracking") for s in held]
+        cleared = sorted(self._cleared, key=lambda s: -(s.cleared_at or 0.0))
+        rows.extend(self._row(s, "cleared") for s in cleared)
+        return rows
+
+    def _row(self, streak: Streak, state: str) -> dict:
+        rule = self._rules.get(streak.rule)
+        return {
+            "state": state,
+            "domain": streak.domain,
+            "code": streak.code,
+            "rule": streak.rule,
+            "persistent": streak.persistent,
+            "attempts": streak.attempts,
+            "min_attempts": rule.min_attempts if rule else None,
+            "since": _iso(streak.since),
+            "since_seconds": streak.since,
+            "last": _iso(streak.last),
+            "last_seconds": streak.last,
+            "duration_seconds": streak.last - streak.since,
+            "last_text": streak.last_text,
+            "cleared_at": _iso(streak.cleared_at) if streak.cleared_at is not None else None,
+            "cleared_at_seconds": streak.cleared_at,
+            "cleared_by": streak.cleared_by,
+        }
+
+    # -- state file ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """Everything needed to carry on after a restart, as JSON-ready data."""
+        self._prune_cleared()
+        return {
+            "version": STATE_VERSION,
+            "now": self.now if math.isfinite(self.now) else None,
+            "evicted": self.evicted,
+            "streaks": [_streak_state(s) for s in self._streaks.values()],
+            "cleared": [_streak_state(s) for s in self._cleared],
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Replace what is tracked with a saved state. Garbage entries (wrong types, unknown
+        rules, other versions) are skipped with a log line, never raised. Persistence is
+        recomputed with the current rules, which may have changed since the save."""
+        if not isinstance(state, dict):
+            log.warning("ignoring deferral state that is not a mapping: %s", _type_name(state))
+            return
+        if not state:
+            return
+        if state.get("version") != STATE_VERSION:
+            log.warning("ignoring deferral state of unknown version %r", state.get("version"))
+            return
+        self._streaks.clear()
+        self._by_domain.clear()
+        self._deadlines.clear()
+        self._oldest.clear()
+        self._cleared.clear()
+        now = _number(state.get("now"))
+        if now is not None:
+            self.now = max(self.now, now)
+        evicted = state.get("evicted")
+        if isinstance(evicted, int) and not isinstance(evicted, bool) and evicted >= 0:
+            self.evicted = evicted
+        skipped = 0
+        entries = state.get("streaks")
+        loaded = [s for s in map(_streak_from_state, entries if isinstance(entries, list) else [])]
+        skipped += loaded.count(None)
+        # Newest first, so that when over max_keys (smaller limit since the save) the oldest go.
+        for streak in sorted((s for s in loaded if s), key=lambda s: -s.last):
+            rule = self._rules.get(streak.rule)
+            key = (streak.domain, streak.code, streak.rule)
+            if rule is None or streak.cleared_at is not None or key in self._streaks:
+                skipped += 1
+                continue
+            if len(self._streaks) >= self.max_keys:
+                self.evicted += 1
+                continue
+            streak.persistent = _is_persistent(rule, streak)
+            self._insert(key, streak, rule)
+        entries = state.get("cleared")
+        cleared = [s for s in map(_streak_from_state, entries if isinstance(entries, list) else [])]
+        skipped += cleared.count(None)
+        for streak in sorted(
+            (s for s in cleared if s and s.cleared_at is not None),
+            key=lambda s: s.cleared_at or 0.0,
+        ):
+            self._cleared.append(streak)
+        if skipped:
+            log.warning("skipped %d unusable entries in the saved deferral state", skipped)
+        if math.isfinite(self.now):
+            self._tick(self.now)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _tick(self, time: float) -> None:
+        if math.isfinite(time) and time > self.now:
+            self.now = time
+        self._expire()
+
+    def _extend(self, rule: DeferralRule, event: DeliveryEvent) -> None:
+        t = event.time
+        if t + rule.clear_after < self.now:
+            return  # already timed out: the streak it would start is cleared at once
+        assert event.domain
+        key = (event.domain, event.code or NO_CODE, rule.name)
+        streak = self._streaks.get(key)
+        if streak is None:
+            if len(self._streaks) >= self.max_keys:
+                self._evict_oldest()
+            streak = Streak(key[0], key[1], rule.name, t, t, 0, event.text, False)
+            self._insert(key, streak, rule)
+        elif t >= streak.last:
+            streak.last = t
+            streak.last_text = event.text
+            self._push(key, streak, rule)
+        else:  # out of order (a lagging source): may only move `since` back
+            streak.since = min(streak.since, t)
+        streak.attempts += 1
+        streak.persistent = streak.persistent or _is_persistent(rule, streak)
+
+    def _insert(self, key: _Key, streak: Streak, rule: DeferralRule) -> None:
+        self._streaks[key] = streak
+        self._by_domain.setdefault(key[0], set()).add(key)
+        self._push(key, streak, rule)
+
+    def _push(self, key: _Key, streak: Streak, rule: DeferralRule) -> None:
+        heapq.heappush(self._deadlines, (streak.last + rule.clear_after, streak.last, key))
+        heapq.heappush(self._oldest, (streak.last, key))
+        if len(self._oldest) > 4 * len(self._streaks) + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop stale heap entries so the heaps stay proportional to the streaks."""
+        live = [(k, s) for k, s in self._streaks.items()]
+        self._deadlines = [(s.last + self._rules[k[2]].clear_after, s.last, k) for k, s in live]
+        self._oldest = [(s.last, k) for k, s in live]
+        heapq.heapify(self._deadlines)
+        heapq.heapify(self._oldest)
+
+    def _current(self, key: _Key, last: float) -> Streak | None:
+        streak = self._streaks.get(key)
+        return streak if streak is not None and streak.last == last else None
+
+    def _expire(self) -> None:
+        while self._deadlines and self._deadlines[0][0] < self.now:
+            deadline, last, key = heapq.heappop(self._deadlines)
+            if self._current(key, last) is not None:
+                self._clear(key, deadline, "timeout")
+
+    def _evict_oldest(self) -> None:
+        while self._oldest:
+            last, key = heapq.heappop(self._oldest)
+            if self._current(key, last) is not None:
+                self._remove(key)
+                self.evicted += 1
+                return
+
+    def _clear_domain(self, domain: str, time: float) -> None:
+        for key in list(self._by_domain.get(domain, ())):
+            if self._streaks[key].since <= time:
+                self._clear(key, time, "delivery")
+
+    def _clear(self, key: _Key, time: float, by: str) -> None:
+        streak = self._remove(key)
+        if streak.persistent and self._cleared.maxlen:
+            streak.cleared_at = time
+            streak.cleared_by = by
+            self._cleared.append(streak)
+
+    def _remove(self, key: _Key) -> Streak:
+        streak = self._streaks.pop(key)
+        keys = self._by_domain[key[0]]
+        keys.discard(key)
+        if not keys:
+            del self._by_domain[key[0]]
+        return streak
+
+    def _prune_cleared(self) -> None:
+        """Forget cleared flags older than KEEP_CLEARED_SECONDS (the deque bounds the count)."""
+        cutoff = self.now - KEEP_CLEARED_SECONDS
+        if any((s.cleared_at or 0.0) < cutoff for s in self._cleared):
+            kept = [s for s in self._cleared if (s.cleared_at or 0.0) >= cutoff]
+            self._cleared.clear()
+            self._cleared.extend(kept)
+
+
+def _is_persistent(rule: DeferralRule, streak: Streak) -> bool:
+    return streak.attempts >= rule.min_attempts and streak.last - streak.since >= rule.min_duration
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _streak_state(streak: Streak) -> dict:
+    return {
+        "domain": streak.domain,
+        "code": streak.code,
+        "rule": streak.rule,
+        "since": streak.since,
+        "last": streak.last,
+        "attempts": streak.attempts,
+        "last_text": streak.last_text,
+        "persistent": streak.persistent,
+        "cleared_at": streak.cleared_at,
+        "cleared_by": streak.cleared_by,
+    }
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _streak_from_state(entry: object) -> Streak | None:
+    """A Streak from one saved entry, or None when anything in it is off."""
+    if not isinstance(entry, dict):
+        return None
+    domain, code, rule, text = (entry.get(k) for k in ("domain", "code", "rule", "last_text"))
+    since, last = _number(entry.get("since")), _number(entry.get("last"))
+    attempts = entry.get("attempts")
+    cleared_at = entry.get("cleared_at")
+    cleared_by = entry.get("cleared_by")
+    if not all(isinstance(v, str) and v for v in (domain, code, rule)) or not isinstance(text, str):
+        return None
+    if since is None or last is None or since > last:
+        return None
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        return None
+    if cleared_at is not None and (
+        _number(cleared_at) is None or cleared_by not in ("delivery", "timeout")
+    ):
+        return None
+    assert isinstance(domain, str) and isinstance(code, str) and isinstance(rule, str)
+    return Streak(
+        domain=domain,
+        code=code,
+        rule=rule,
+        since=since,
+        last=last,
+        attempts=attempts,
+        last_text=text,
+        persistent=entry.get("persistent") is True,
+        cleared_at=_number(cleared_at),
+        cleared_by=cleared_by if cleared_at is not None else None,
+    )

@@ -1,0 +1,81 @@
+"""The state file: one JSON document, written atomically so a crash or a full disk never leaves a
+half-written file behind. The caller owns the content (and its version key); this module only
+does the I/O.
+
+- write: a temporary file in the same directory (same file system, so the rename is atomic),
+  write, flush, fsync, rename over the target, fsync the directory. On any failure the temporary
+  file is removed, the previous state file is left as it was, and the OSError reaches the caller
+  (which counts it and retries at the next save).
+- read: a missing file is a first start ({}); a file that cannot be read or parsed is logged as a
+  warning and treated as empty, never raised: losing the state only costs some history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("bounce_exporter.statefile")
+
+
+def write_state(path: str | os.PathLike[str], data: dict) -> None:
+    """Replace the JSON file at `path` with `data` atomically, creating parent directories.
+
+    Raises OSError when the file system refuses (full disk, read-only, permissions); the previous
+    file is then intact. Data that is not JSON-serialisable raises TypeError/ValueError before
+    anything is touched."""
+    target = Path(path)
+    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); skipped where directories can't be opened."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_state(path: str | os.PathLike[str]) -> dict:
+    """The JSON object stored at `path`; {} when the file is missing, unreadable or corrupt (the
+    last two logged as a warning). Never raises for what is in the file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        log.warning("ignoring unreadable state file %s: %s", path, exc)
+        return {}
+    except RecursionError:
+        log.warning("ignoring state file %s: nested too deeply", path)
+        return {}
+    if not isinstance(data, dict):
+        log.warning(
+            "ignoring state file %s: expected a JSON object, got %s", path, type(data).__name__
+        )
+        return {}
+    return data
