@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TextIO
@@ -15,9 +16,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bounce_exporter.classify import Classifier
 from bounce_exporter.config import Config, expand_sources
+from bounce_exporter.deferrals import DeferralTracker
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.metrics import DomainLabels, MetricsCollector, MetricState
+from bounce_exporter.metrics import DomainLabels, MetricsCollector, MetricState, deferral_families
 from bounce_exporter.parsers import LineNotUnderstood, make_parser
+from bounce_exporter.persistence import StateKeeper
 from bounce_exporter.pipeline import Pipeline
 from bounce_exporter.source import FileSource
 from bounce_exporter.wakeup import Wakeup
@@ -41,37 +44,71 @@ class Exporter:
         self.config = config
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
         self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist))
-        self.pipeline = Pipeline(self.classifier, self.state)
+        self.tracker = DeferralTracker(config.deferral_rules)
+        self.keeper = StateKeeper(config.state_file, self.tracker, self.state)
+        self.pipeline = Pipeline(self.classifier, self.state, observers=[self.tracker.observe])
         for source in expand_sources(config.sources):
             self.pipeline.add(
                 FileSource(source.path, from_start=config.from_start,
                            max_line_bytes=config.max_line_bytes),
                 make_parser(source.format, _reference_time(source.path)),
             )
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.registry.register(MetricsCollector(self.state))
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+        self.registry = registry
+        self.registry.register(MetricsCollector(
+            self.state, extra=[lambda: deferral_families(self.tracker, self.state.lock)]))
         self.stopping = threading.Event()
+        self.server = None
         self.wakeup = Wakeup([feed.source.path for feed in self.pipeline.feeds])
 
-    def run(self) -> int:
-        ProcessCollector(registry=self.registry)
-        server = start_server(self.config.listen_address, self.registry,
-                              telemetry_path=self.config.telemetry_path)
-        host, port = server.server_address[:2]
+    def start(self) -> tuple[str, int]:
+        """Restore the state and start serving; return the bound (host, port)."""
+        self.keeper.load()
+        self.server = start_server(self.config.listen_address, self.registry,
+                                   telemetry_path=self.config.telemetry_path,
+                                   json_routes={"/api/v1/deferrals": self.deferrals_view})
+        host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.path for feed in self.pipeline.feeds))
+        return host, port
+
+    def run(self) -> int:
+        """Serve and read until stopped (SIGTERM, SIGINT); then flush, save and exit 0."""
+        self.start()
         try:
             while not self.stopping.is_set():
-                self.pipeline.pump()
+                self.step()
                 self.wakeup.wait(self.config.poll_interval)
-            self.pipeline.pump()
-            self.pipeline.drain()
         finally:
-            self.wakeup.stop()
-            server.shutdown()
-            server.server_close()
-        log.info("stopped")
+            self.shutdown()
         return 0
+
+    def shutdown(self) -> None:
+        """Count what is left (partial last lines), save the state, stop serving. Idempotent."""
+        if self.server is None:
+            return
+        self.pipeline.pump()
+        self.pipeline.drain()
+        self.keeper.save()
+        self.wakeup.stop()
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = None
+        log.info("stopped")
+
+    def step(self) -> int:
+        """One turn of the read loop: read every source, age the tracker, save state if due."""
+        lines = self.pipeline.pump()
+        with self.state.lock:
+            self.tracker.advance(time.time())
+        self.keeper.maybe_save()
+        return lines
+
+    def deferrals_view(self) -> list[dict]:
+        with self.state.lock:
+            return self.tracker.api_view()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from bounce_exporter.deferrals import parse_rules
 from bounce_exporter.durations import parse_duration
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.parsers import PARSERS
@@ -64,7 +65,8 @@ class Config:
     domain_allowlist: tuple[str, ...] = ()
     max_line_bytes: int = 65536
     state_file: str = DEFAULT_STATE_FILE
-    persistent_deferrals: list | None = None  # raw rules; checked by bounce_exporter.deferrals
+    persistent_deferrals: list | None = None  # raw rules, as written
+    deferral_rules: list = field(default_factory=list)  # the same, checked (DeferralRule)
     text_rules: list = field(default_factory=list)  # raw rules; checked by the classifier
 
 
@@ -214,8 +216,10 @@ def _check(config: Config, problems: list[str]) -> None:
     if config.log_level not in LOG_LEVELS:
         problems.append(f"log_level / --log.level: {config.log_level!r} is not one of "
                         f"{', '.join(LOG_LEVELS)}")
-    if config.max_domains < 0:
-        problems.append("limits.max_domains: must be 0 or more")
+    try:
+        config.deferral_rules = parse_rules(config.persistent_deferrals)
+    except ConfigError as err:
+        problems.extend(err.problems)
 
 
 def _bool(value: Any, where: str, problems: list[str]) -> bool:

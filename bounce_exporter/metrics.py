@@ -8,6 +8,7 @@ The ``domain`` label is bounded by ``DomainLabels``.
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from bounce_exporter import __version__
 from bounce_exporter.classify import Classification
+from bounce_exporter.deferrals import DeferralTracker
 from bounce_exporter.event import DeliveryEvent
 
 NO_VALUE = "none"  # label value for a reply without a code or enhanced code
@@ -75,6 +77,7 @@ class MetricState:
         self.expired: dict[str, int] = defaultdict(int)
         self.failures: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
         self.sources: dict[str, SourceStats] = {}
+        self.state_write_errors = 0
         for domain in sorted(self.domains.allowlist):  # series known in advance start at 0
             for counter in (self.attempts, self.deliveries, self.expired):
                 counter[domain] += 0
@@ -98,6 +101,7 @@ class MetricState:
         stats = self.sources.get(name)
         if stats is None:
             stats = self.sources[name] = SourceStats()
+            stats.last_line_time = time.time()  # a stall is measured from when following began
         return stats
 
 
@@ -120,6 +124,7 @@ class MetricsCollector(Collector):
                               s.read_errors) for name, s in state.sources.items()}
             labelled = state.domains.labelled
             overflowed = state.domains.overflowed_events
+            write_errors = state.state_write_errors
         yield _counter("bounce_delivery_attempts", "Delivery attempts logged (sent, deferred or "
                        "bounced), per recipient domain.", ["domain"], attempts)
         yield _counter("bounce_deliveries", "Successful deliveries, per recipient domain.",
@@ -136,6 +141,8 @@ class MetricsCollector(Collector):
         yield _counter("bounce_exporter_domain_overflow_events",
                        "Events counted under domain=\"other\" because the domain cap was reached.",
                        [], {(): overflowed})
+        yield _counter("bounce_exporter_state_write_errors", "Failed writes of the state file "
+                       "(retried at the next save).", [], {(): write_errors})
         info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter.",
                                  labels=["version"])
         info.add_metric([__version__], 1)
@@ -159,7 +166,31 @@ def _source_families(sources: dict[str, tuple]) -> Iterator[Metric]:
     yield _gauge("bounce_exporter_source_up", "1 while the log source is open and readable.",
                  ["source"], up)
     yield _gauge("bounce_exporter_last_line_timestamp_seconds", "Wall-clock time at which the "
-                 "last line was read from the source.", ["source"], last)
+                 "last line was read from the source (or following began).", ["source"], last)
+
+
+def deferral_families(tracker: DeferralTracker, lock: threading.Lock) -> Iterator[Metric]:
+    """The persistent-deferral flags, built fresh so that a cleared flag disappears."""
+    with lock:
+        active = tracker.active()
+        tracking, evicted = tracker.tracking(), tracker.evicted
+    labels = ["domain", "code"]
+    flag = {(s.domain, s.code): 1 for s in active}
+    since = {(s.domain, s.code): s.since for s in active}
+    last = {(s.domain, s.code): s.last for s in active}
+    attempts = {(s.domain, s.code): s.attempts for s in active}
+    yield _gauge("bounce_persistent_deferral", "1 while the domain's server keeps deferring mail "
+                 "with this reply code (a persistent_deferrals rule holds).", labels, flag)
+    yield _gauge("bounce_persistent_deferral_since_timestamp_seconds", "Log time of the first "
+                 "deferral of the streak.", labels, since)
+    yield _gauge("bounce_persistent_deferral_last_timestamp_seconds", "Log time of the latest "
+                 "deferral of the streak.", labels, last)
+    yield _gauge("bounce_persistent_deferral_attempts", "Deferred attempts in the streak.", labels,
+                 attempts)
+    yield _gauge("bounce_exporter_deferral_streaks", "(domain, code) streaks being tracked, "
+                 "persistent or not yet.", [], {(): tracking})
+    yield _counter("bounce_exporter_deferral_streaks_evicted", "Streaks dropped because the "
+                   "tracker was full.", [], {(): evicted})
 
 
 def _labels(key) -> list[str]:
