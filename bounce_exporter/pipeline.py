@@ -99,8 +99,7 @@ class Pipeline:
             stats = self.state.source(source.name)
             stats.up = 1 if source.up else 0
             stats.read_errors = source.read_errors
-            if too_long:  # lines the source dropped for their length were read all the same
-                stats.lines_read += too_long
+            if too_long:
                 stats.not_understood["too_long"] += too_long
 
     def _log_skip(self, source: str, reason: str, raw: bytes) -> None:

@@ -8,7 +8,8 @@ The tailer's rules (after mtail's):
   partial last line, then read the new file from its start. A size below the read offset means a
   truncation (copytruncate): flush the partial line, seek to 0, count it.
 - A partial last line is held until its newline; it is flushed at rotation and at ``close()``.
-- Lines longer than ``max_line_bytes`` are dropped and counted (``lines_too_long``), never buffered whole.
+- Lines longer than ``max_line_bytes`` are counted (``lines_too_long``) and handed over as an empty
+  line, so line numbers stay right; they are never buffered whole.
 - A missing, unreadable or non-regular file sets ``up`` to False and is logged once per outage;
   it is picked up when it appears or becomes readable. IO errors are counted and logged, never raised.
 - Filesystem events (watchdog) only wake the reader sooner; the caller's poll interval is the safety net.
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
+TOO_LONG = b""  # stands in for a line over max_line_bytes
 
 
 class FileSource:
@@ -154,7 +156,7 @@ class FileSource:
         lines[0] = self._partial + lines[0]
         self._partial = lines.pop()
         if self._skipping_long_line and lines:
-            lines.pop(0)  # the rest of a line already counted as too long
+            lines[0] = TOO_LONG  # the end of a line already counted as too long
             self._skipping_long_line = False
         if len(self._partial) > self.max_line_bytes:
             if not self._skipping_long_line:
@@ -162,15 +164,13 @@ class FileSource:
             self._partial = b""
             self._skipping_long_line = True
         limit = self.max_line_bytes
-        out = []
-        for line in lines:
+        for i, line in enumerate(lines):
             if len(line) > limit:
                 self.lines_too_long += 1
-                continue
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            out.append(line)
-        return out
+                lines[i] = TOO_LONG
+            elif line.endswith(b"\r"):
+                lines[i] = line[:-1]
+        return lines
 
     def _flush_partial(self) -> Iterator[list[bytes]]:
         partial, self._partial = self._partial, b""
