@@ -1,0 +1,277 @@
+"""End-to-end: a real Postfix delivers to a fake remote SMTP server; the exporter reads the maillog.
+
+The ground truth is the fake server's record of every answer it gave. The module-scoped
+`finished_run` fixture plays the scenario once and freezes the result (queue drained, Postfix
+stopped, so the maillog no longer changes); both tests assert against it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .fake_smtp import Answer, attempts, deliveries, failures, per_recipient, summarize
+
+pytestmark = pytest.mark.e2e
+
+SENDER = "sender@sender.example"  # the fake answers 250 for it, so bounce notices are delivered
+DISK_FULL = "431 4.3.1 Insufficient system storage"
+SCENARIO = {
+    "ok.example": "250",
+    "disk-full.example": DISK_FULL,
+    "full-mailbox.example": "452 4.2.2 Mailbox full",
+    "nouser.example": "550 5.1.1 User unknown",
+    "spam.example": "DATA:554 5.7.1 Message rejected as spam",
+    "flaky.example": [DISK_FULL, DISK_FULL, "250"],
+}
+MESSAGES_PER_DOMAIN = 2
+MIN_DEFERRALS = 3  # per message, for the always-deferring domains
+ALWAYS_DEFERRED = {"disk-full.example": "431", "full-mailbox.example": "452"}
+
+# (code, enhanced) -> (kind, category) as the exporter's catalog classifies them.
+CLASSIFICATION = {
+    ("431", "4.3.1"): ("soft", "system_full"),
+    ("452", "4.2.2"): ("soft", "mailbox_full"),
+    ("550", "5.1.1"): ("hard", "user_unknown"),
+    ("554", "5.7.1"): ("hard", "spam_content"),
+}
+
+DRIVE_TIMEOUT = 40.0
+SETTLE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    maillog: Path
+    record: dict[str, list[Answer]]
+    recipients: dict[str, list[str]]
+
+
+def _done(record: dict[str, list[Answer]], recipients: dict[str, list[str]]) -> bool:
+    def rec(domain: str) -> list[Answer]:
+        return record.get(domain, [])
+
+    n = MESSAGES_PER_DOMAIN
+    if deliveries(rec("ok.example")) < n or deliveries(rec("flaky.example")) < n:
+        return False
+    if failures(rec("nouser.example")).get(("550", "5.1.1"), 0) < n:
+        return False
+    if failures(rec("spam.example")).get(("554", "5.7.1"), 0) < n:
+        return False
+    for domain, code in ALWAYS_DEFERRED.items():
+        counts = per_recipient(rec(domain), code)
+        if any(counts.get(r.lower(), 0) < MIN_DEFERRALS for r in recipients[domain]):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def finished_run(make_fake_smtp, make_postfix_lab) -> FinishedRun:
+    fake = make_fake_smtp(SCENARIO)
+    lab = make_postfix_lab(fake.port)
+
+    recipients = {
+        domain: [f"user{i}@{domain}" for i in range(1, MESSAGES_PER_DOMAIN + 1)]
+        for domain in SCENARIO
+    }
+    for domain, rcpts in recipients.items():
+        for i, rcpt in enumerate(rcpts, 1):
+            lab.inject(SENDER, rcpt, f"e2e {domain} #{i}")
+
+    # Drive retries with `postqueue -f` until the fake server has seen everything we want.
+    # Synchronisation is on the fake's record (new answers wake us up), bounded by a deadline.
+    deadline = time.monotonic() + DRIVE_TIMEOUT
+    while not _done(fake.record(), recipients):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(
+                f"scenario not complete after {DRIVE_TIMEOUT}s: {summarize(fake.record())}\n"
+                f"maillog tail:\n{lab.log_tail()}"
+            )
+        seen = fake.answer_count()
+        lab.flush()
+        fake.wait_for_new_answers(seen, timeout=min(2.0, remaining))
+
+    # Freeze: force-expire the still-deferred mail (returned to the sender, no further attempt),
+    # wait until the queue is empty and every message is logged as removed, then stop Postfix:
+    # from here on neither the maillog nor the fake's record can change.
+    lab.drain(SETTLE_TIMEOUT)
+    lab.stop()
+    assert not lab.leftover_processes(), "postfix stop left processes behind"
+    return FinishedRun(lab.maillog, fake.record(), recipients)
+
+
+# -- maillog parsing (for the lab test; deliberately independent of the exporter's parser) ------
+_DELIVERY_RE = re.compile(
+    r" to=<(?P<rcpt>[^>]*)>,.* status=(?P<status>sent|deferred|bounced) \((?P<reason>.*)\)$"
+)
+_SAID_RE = re.compile(r" said: (?P<code>[245]\d\d)(?:[ -](?P<enh>[245]\.\d{1,3}\.\d{1,3}))?")
+_STAGE_RE = re.compile(r"\(in reply to (?P<cmd>RCPT TO|end of DATA) command\)$")
+
+
+@dataclass(frozen=True)
+class LogDelivery:
+    recipient: str
+    status: str
+    code: str | None
+    enhanced: str | None
+    stage: str | None
+
+    @property
+    def domain(self) -> str:
+        return self.recipient.rpartition("@")[2].lower()
+
+
+def _log_deliveries(maillog: Path) -> list[LogDelivery]:
+    out = []
+    for line in maillog.read_text(errors="replace").splitlines():
+        m = _DELIVERY_RE.search(line)
+        if not m:
+            continue
+        said = _SAID_RE.search(m["reason"])
+        stage = _STAGE_RE.search(m["reason"])
+        code = said["code"] if said else (m["reason"][:3] if m["status"] == "sent" else None)
+        out.append(
+            LogDelivery(
+                m["rcpt"],
+                m["status"],
+                code,
+                said["enh"] if said else None,
+                {"RCPT TO": "RCPT", "end of DATA": "DATA"}[stage["cmd"]] if stage else None,
+            )
+        )
+    return out
+
+
+def test_lab_records_real_postfix_deliveries(finished_run: FinishedRun) -> None:
+    record = finished_run.record
+    logged = _log_deliveries(finished_run.maillog)
+    by_domain: dict[str, list[LogDelivery]] = {}
+    for d in logged:
+        by_domain.setdefault(d.domain, []).append(d)
+
+    # Scenario sanity: the run did what it was meant to.
+    n = MESSAGES_PER_DOMAIN
+    assert deliveries(record["ok.example"]) == n
+    assert failures(record["ok.example"]) == {}
+    assert failures(record["nouser.example"]) == {("550", "5.1.1"): n}
+    assert failures(record["spam.example"]) == {("554", "5.7.1"): n}
+    assert [a.stage for a in record["spam.example"] if a.code == "554"] == ["DATA"] * n
+    assert failures(record["flaky.example"]) == {
+        ("431", "4.3.1"): 2
+    }  # shared answer list: 2 then 250s
+    assert deliveries(record["flaky.example"]) == n
+    for domain, code in ALWAYS_DEFERRED.items():
+        assert deliveries(record[domain]) == 0
+        counts = per_recipient(record[domain], code)
+        assert all(counts[r] >= MIN_DEFERRALS for r in finished_run.recipients[domain]), counts
+    # One bounce notice to the sender per message that did not make it (bounced or expired).
+    returned = 2 * n + len(ALWAYS_DEFERRED) * n
+    assert deliveries(record["sender.example"]) == returned
+
+    # The maillog agrees with the fake server, domain by domain, exactly.
+    assert set(by_domain) == set(record), (sorted(by_domain), sorted(record))
+    for domain, answers in record.items():
+        lines = by_domain[domain]
+        statuses = Counter(d.status for d in lines)
+        assert len(lines) == attempts(answers), (domain, summarize({domain: answers}), statuses)
+        assert statuses["sent"] == deliveries(answers), domain
+        refused = Counter((d.code, d.enhanced) for d in lines if d.status != "sent")
+        assert refused == Counter(failures(answers)), domain
+        assert statuses["deferred"] == sum(
+            1 for a in answers if a.ends_attempt and a.code[0] == "4"
+        ), domain
+        assert statuses["bounced"] == sum(
+            1 for a in answers if a.ends_attempt and a.code[0] == "5"
+        ), domain
+        stages = Counter(d.stage for d in lines if d.status != "sent")
+        assert stages == Counter(a.stage for a in answers if a.ends_attempt and a.code[0] != "2"), (
+            domain
+        )
+    # e.g. the brief's example, spelled out: deferred lines saying 431 for disk-full.
+    disk_full_431 = [
+        d for d in by_domain["disk-full.example"] if d.status == "deferred" and d.code == "431"
+    ]
+    assert len(disk_full_431) == failures(record["disk-full.example"])[("431", "4.3.1")]
+
+    text = finished_run.maillog.read_text()
+    assert text.count("status=force-expired, returned to sender") == len(ALWAYS_DEFERRED) * n
+
+
+# -- exporter ------------------------------------------------------------------------------------
+def _samples(text: str) -> list:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _value(samples: list, name: str, **labels: str) -> float:
+    """Sum of the samples called `name` whose labels include `labels` (extra labels allowed)."""
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_exporter_counts_match_fake_server(
+    finished_run: FinishedRun, run_exporter, tmp_path
+) -> None:
+    maillog = str(finished_run.maillog)
+    line_count = finished_run.maillog.read_bytes().count(b"\n")  # wc -l
+    # Own state file: never touch /var/lib, never resume from an earlier run.
+    exporter = run_exporter(
+        ["--log.file", maillog, "--log.from-start", "--state.file", str(tmp_path / "state.json")]
+    )
+
+    def caught_up(text: str) -> bool:
+        return (
+            _value(_samples(text), "bounce_exporter_lines_read_total", source=maillog) == line_count
+        )
+
+    samples = _samples(exporter.wait_for_metrics(caught_up, timeout=30))
+
+    mismatches = []
+
+    def check(what: str, got: float, expected: int) -> None:
+        if got != expected:
+            mismatches.append(f"{what}: exporter {got:g}, fake server {expected}")
+
+    for domain, answers in sorted(finished_run.record.items()):
+        check(
+            f"bounce_delivery_attempts_total{{domain={domain!r}}}",
+            _value(samples, "bounce_delivery_attempts_total", domain=domain),
+            attempts(answers),
+        )
+        check(
+            f"bounce_deliveries_total{{domain={domain!r}}}",
+            _value(samples, "bounce_deliveries_total", domain=domain),
+            deliveries(answers),
+        )
+        refused = failures(answers)
+        for (code, enhanced), count in sorted(refused.items()):
+            kind, category = CLASSIFICATION[(code, enhanced)]
+            labels = {
+                "domain": domain,
+                "kind": kind,
+                "code": code,
+                "enhanced": enhanced,
+                "category": category,
+            }
+            check(
+                f"bounce_failures_total{labels}",
+                _value(samples, "bounce_failures_total", **labels),
+                count,
+            )
+        check(
+            f"sum of bounce_failures_total{{domain={domain!r}}}",
+            _value(samples, "bounce_failures_total", domain=domain),
+            sum(refused.values()),
+        )
+    assert not mismatches, "\n".join(mismatches)
+
+    assert exporter.terminate() == 0, exporter.output()
