@@ -133,3 +133,21 @@ def test_flag_and_since_survive_a_restart(tmp_path, running):
     assert value(found, "bounce_persistent_deferral", domain="disk-full.example", code="431") == 1
     assert value(found, "bounce_persistent_deferral_since_timestamp_seconds",
                  domain="disk-full.example", code="431") == since
+
+
+def test_a_failed_state_write_is_counted_and_serving_goes_on(tmp_path, running):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    exporter, base = running(log, state_file=str(blocker / "state.json"))
+    exporter.keeper.interval = 3600  # only the saves below
+    exporter.step()
+    assert exporter.keeper.save() is False
+    assert exporter.keeper.save() is False
+    with log.open("a") as handle:
+        handle.write(SENT.format(s=1, q=1))
+    exporter.step()
+    found = scrape(base)
+    assert value(found, "bounce_exporter_state_write_errors_total") == 2
+    assert value(found, "bounce_deliveries_total", domain="ok.example") == 1
