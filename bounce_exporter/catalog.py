@@ -3,6 +3,9 @@
 Every fact about reply codes lives in the YAML file; this module only reads it into plain frozen
 dataclasses and reports every problem found at once (``ConfigError``), each naming its location,
 e.g. ``catalog.yaml: text_rules[3] (name 'x'): invalid regex: ...``.
+
+Besides the codes and rules the classifier uses, the catalog carries what ``explain`` shows: each
+category's severity and default actions, the severity levels, and per kind what the MTA does next.
 """
 
 from __future__ import annotations
@@ -20,17 +23,25 @@ import yaml
 
 from bounce_exporter.errors import ConfigError
 
-SECTIONS = ("categories", "basic_codes", "enhanced_codes", "text_rules")
+SECTIONS = ("categories", "severities", "kinds", "basic_codes", "enhanced_codes", "text_rules")
 INTENDED = ("success", "transient", "permanent", "either")
 # The classifier itself names these three; every catalog must define them.
 REQUIRED_CATEGORIES = ("none", "other", "expired")
 ENHANCED_CLASSES = (2, 4, 5)
+# What explain judges a reply to be; every catalog says what the MTA does next for each.
+KINDS = ("soft", "hard", "success", "unknown")
+# A text rule's optional kind: what MTAs do with such a failure when it comes without a reply code.
+RULE_KINDS = ("soft", "hard")
 
 CODE_FIELDS = {"meaning", "category", "intended", "ref", "sender_action", "recipient_action",
                "mta_action"}
 ENHANCED_FIELDS = CODE_FIELDS | {"classes"}
-RULE_FIELDS = {"name", "pattern", "category", "code", "enhanced", "note"}
-CATEGORY_FIELDS = {"description"}
+ACTION_FIELDS = ("sender_action", "recipient_action", "mta_action")
+RULE_FIELDS = {"name", "pattern", "category", "code", "enhanced", "note", "meaning", "kind",
+               *ACTION_FIELDS}
+CATEGORY_FIELDS = {"description", "severity", "sender_action", "recipient_action"}
+SEVERITY_FIELDS = {"description"}
+KIND_FIELDS = {"description", "mta_next"}
 
 CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 BASIC_KEY = re.compile(r"[2-5][0-9][0-9]")
@@ -47,6 +58,18 @@ CATALOG_FILE = "catalog.yaml"
 class Category:
     name: str
     description: str
+    severity: str = ""  # a key of Catalog.severities
+    sender_action: str = ""
+    recipient_action: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What explain says about a soft, hard, success or unknown reply."""
+
+    name: str
+    description: str
+    mta_next: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +96,11 @@ class TextRule:
     enhanced: str | None = None  # regex the whole enhanced code must match
     note: str | None = None
     origin: str = ""  # where it was defined, e.g. "catalog.yaml: text_rules[3]"
+    meaning: str | None = None  # what explain shows when this rule decides
+    sender_action: str | None = None
+    recipient_action: str | None = None
+    mta_action: str | None = None
+    kind: str | None = None  # soft | hard when the text carries no reply code (explain only)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,18 +110,33 @@ class Catalog:
     basic_codes: Mapping[str, CodeInfo]
     enhanced_codes: Mapping[str, CodeInfo]
     text_rules: tuple[TextRule, ...]
+    severities: Mapping[str, str]  # level -> description
+    kinds: Mapping[str, Kind]
 
     def basic(self, code: str | None) -> CodeInfo | None:
         return self.basic_codes.get(code) if code else None
 
     def enhanced(self, enhanced: str | None) -> CodeInfo | None:
         """The entry for "4.3.1": its subject.detail "X.3.1", else its subject "X.3.X"."""
-        if not enhanced or len(enhanced) < 5 or enhanced[1] != ".":
+        parts = _enhanced_parts(enhanced)
+        if parts is None:
             return None
-        info = self.enhanced_codes.get("X" + enhanced[1:])
+        info = self.enhanced_codes.get(f"X.{parts[1]}.{parts[2]}")
         if info is None:
-            info = self.enhanced_codes.get("X" + enhanced[1:4] + "X")
+            info = self.enhanced_codes.get(f"X.{parts[1]}.X")
         return info
+
+    def enhanced_class(self, enhanced: str | None) -> CodeInfo | None:
+        """The class entry ("4.X.X") of an enhanced code."""
+        parts = _enhanced_parts(enhanced)
+        return None if parts is None else self.enhanced_codes.get(f"{parts[0]}.X.X")
+
+
+def _enhanced_parts(enhanced: str | None) -> tuple[str, str, str] | None:
+    parts = enhanced.split(".") if enhanced else []
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    return parts[0], str(int(parts[1])), str(int(parts[2]))
 
 
 def default_catalog_path() -> Path:
@@ -140,7 +183,9 @@ def parse_catalog(data: Any, source: str, problems: list[str] | None = None) -> 
         if key not in data:
             problems.append(f"{source}: missing section {key!r}")
 
-    categories = _parse_categories(data.get("categories"), source, problems)
+    severities = _parse_severities(data.get("severities"), source, problems)
+    kinds = _parse_kinds(data.get("kinds"), source, problems)
+    categories = _parse_categories(data.get("categories"), source, problems, severities)
     names = set(categories)
     basic = _parse_codes(data.get("basic_codes"), f"{source}: basic_codes", BASIC_KEY,
                          CODE_FIELDS, names, problems, enhanced=False)
@@ -151,7 +196,8 @@ def parse_catalog(data: Any, source: str, problems: list[str] | None = None) -> 
         raise ConfigError(problems)
     return Catalog(source=source, categories=MappingProxyType(categories),
                    basic_codes=MappingProxyType(basic), enhanced_codes=MappingProxyType(enhanced),
-                   text_rules=tuple(rules))
+                   text_rules=tuple(rules), severities=MappingProxyType(severities),
+                   kinds=MappingProxyType(kinds))
 
 
 def parse_text_rules(raw: Any, where: str, categories: set[str] | Mapping[str, Any],
@@ -202,17 +248,77 @@ def parse_text_rules(raw: Any, where: str, categories: set[str] | Mapping[str, A
                 _check_regex(value, f"{at}: {key}", problems)
             fields[key] = value
         category = _check_category(item.get("category"), at, categories, problems)
-        note = item.get("note")
-        if note is not None and not isinstance(note, str):
-            problems.append(f"{at}: 'note' must be a string")
-            note = None
+        texts: dict[str, str | None] = {}
+        for key in ("note", "meaning", *ACTION_FIELDS):
+            value = item.get(key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                problems.append(f"{at}: {key!r} must be a non-empty string")
+                value = None
+            texts[key] = value
+        kind = item.get("kind")
+        if kind is not None and kind not in RULE_KINDS:
+            problems.append(f"{at}: kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
+            kind = None
         rules.append(TextRule(name=name if isinstance(name, str) else "", category=category or "",
                               pattern=pattern, code=fields["code"], enhanced=fields["enhanced"],
-                              note=note, origin=f"{where}[{index}]"))
+                              note=texts["note"], origin=f"{where}[{index}]",
+                              meaning=texts["meaning"], sender_action=texts["sender_action"],
+                              recipient_action=texts["recipient_action"],
+                              mta_action=texts["mta_action"], kind=kind))
     return rules
 
 
-def _parse_categories(raw: Any, source: str, problems: list[str]) -> dict[str, Category]:
+def _parse_severities(raw: Any, source: str, problems: list[str]) -> dict[str, str]:
+    where = f"{source}: severities"
+    return {name: body["description"] for name, body in
+            _described(raw, where, SEVERITY_FIELDS, ("description",), problems).items()}
+
+
+def _parse_kinds(raw: Any, source: str, problems: list[str]) -> dict[str, Kind]:
+    where = f"{source}: kinds"
+    kinds = {name: Kind(name, body["description"], body["mta_next"]) for name, body in
+             _described(raw, where, KIND_FIELDS, ("description", "mta_next"), problems).items()}
+    for name in kinds:
+        if name not in KINDS:
+            problems.append(f"{where}: unknown kind {name!r} (kinds are {', '.join(KINDS)})")
+    if raw is not None:
+        for name in KINDS:
+            if name not in kinds:
+                problems.append(f"{where}: kind {name!r} is required (explain uses it)")
+    return kinds
+
+
+def _described(raw: Any, where: str, allowed: set[str], required: tuple[str, ...],
+               problems: list[str]) -> dict[str, dict[str, str]]:
+    """A mapping of snake_case names to mappings of required non-empty strings."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping of name to {{{', '.join(required)}}}")
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    for name, body in raw.items():
+        at = f"{where}.{name}"
+        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
+            problems.append(f"{where}: name {name!r} must be snake_case")
+            continue
+        body = body if isinstance(body, dict) else {}
+        for key in body:
+            if key not in allowed:
+                problems.append(f"{at}: unknown field {key!r}")
+        values = {}
+        for key in required:
+            value = body.get(key)
+            if not (isinstance(value, str) and value.strip()):
+                problems.append(f"{at}: missing field {key!r}")
+                value = ""
+            values[key] = value
+        found[name] = values
+    return found
+
+
+def _parse_categories(raw: Any, source: str, problems: list[str],
+                      severities: Mapping[str, str] | None = None) -> dict[str, Category]:
     where = f"{source}: categories"
     if raw is None:
         return {}
@@ -225,16 +331,20 @@ def _parse_categories(raw: Any, source: str, problems: list[str]) -> dict[str, C
         if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
             problems.append(f"{where}: category name {name!r} must be snake_case")
             continue
-        description = None
-        if isinstance(body, dict):
-            for key in body:
-                if key not in CATEGORY_FIELDS:
-                    problems.append(f"{at}: unknown field {key!r}")
-            description = body.get("description")
-        if not (isinstance(description, str) and description.strip()):
-            problems.append(f"{at}: missing field 'description'")
-            description = ""
-        categories[name] = Category(name, description)
+        body = body if isinstance(body, dict) else {}
+        for key in body:
+            if key not in CATEGORY_FIELDS:
+                problems.append(f"{at}: unknown field {key!r}")
+        texts = {}
+        for key in ("description", "severity", "sender_action", "recipient_action"):
+            value = body.get(key)
+            if not (isinstance(value, str) and value.strip()):
+                problems.append(f"{at}: missing field {key!r}")
+                value = ""
+            texts[key] = value
+        if texts["severity"] and severities is not None and texts["severity"] not in severities:
+            problems.append(f"{at}: unknown severity {texts['severity']!r}")
+        categories[name] = Category(name, **texts)
     for name in REQUIRED_CATEGORIES:
         if name not in categories:
             problems.append(f"{where}: category {name!r} is required (the classifier uses it)")

@@ -17,7 +17,11 @@ so the rules are matched in two steps that give the same answer as trying them i
      rule order. A unit without such literals is always tried.
 A 130-character reply costs one pass of the trie regex plus two or three small searches: ~5 us.
 tests/test_classify.py checks the result against trying every rule in order.
-Rules with a code/enhanced constraint are filtered per (code, enhanced) pair, cached.
+Rules with a code/enhanced constraint are filtered per (code, enhanced) pair, cached, and each set
+of rules that can apply gets its own trie: a provider rule bound to "4.7.27" costs nothing to
+replies with other codes (common keys such as "tls" or "spf" would otherwise slow every scan).
+Replies repeat (one remote host answers every message alike), so the category of a (code, enhanced,
+text) is remembered in a bounded memo: a repeated reply costs a dict lookup.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ KINDS: dict[str, str | None] = {"sent": None, "deferred": "soft", "expired": "so
 UNINFORMATIVE = frozenset({"other", "none"})
 EXTRA_RULES_WHERE = "classification.text_rules"
 _CACHE_LIMIT = 4096  # distinct (code, enhanced) pairs remembered; real logs have a few dozen
+# Replies repeat (the same remote host gives the same answer to every message): the category of a
+# (code, enhanced, text) is remembered. Bounded in entries and in text length (memory).
+_MEMO_LIMIT = 8192
+_MEMO_TEXT = 512
+_UNSEEN = "\0unseen"  # not a category name (categories are snake_case)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +58,8 @@ class Classification:
 class _Scope:
     """The text rules that apply to one (code, enhanced) pair."""
 
-    allowed: tuple[bool, ...] | None  # per rule; None: all
-    limit: int  # rules from here on cannot win (a constraint-only rule matched before them)
-    default: int | None  # that constraint-only rule, or None
+    prefilter: _Prefilter  # the units of the rules that can win, in rule order
+    default: int | None  # a constraint-only rule that matched (later rules cannot win), or None
 
 
 class Classifier:
@@ -77,12 +85,18 @@ class Classifier:
                 self._detail[key[2:]] = category
         self._basic = {code: info.category for code, info in catalog.basic_codes.items()
                        if info.category not in UNINFORMATIVE}
-        self._matcher = _TextMatcher(self.rules)
+        self._units = _Units(self.rules)
         self._constraints = [(_constraint(r.code), _constraint(r.enhanced)) for r in self.rules]
         self._constrained = any(c != (None, None) for c in self._constraints)
         self._scopes: dict[tuple[bool, ...], _Scope] = {}
         self._by_codes: dict[tuple[str | None, str | None], _Scope] = {}
-        self._all = self._scope_for((True,) * len(self.rules))
+        # (code, enhanced, text) -> category, or None when no rule or code names one (the fallback
+        # then depends on the status).
+        self._memo: dict[tuple[str | None, str | None, str], str | None] = {}
+        # Built now, not at the first event: the scope with every rule (no constraints anywhere),
+        # else the one for replies that meet no constraint (the usual case).
+        self._all = (self._scope(None, None) if self._constrained
+                     else self._scope_for((True,) * len(self.rules)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None,
@@ -112,22 +126,36 @@ class Classifier:
             raise ValueError(f"unknown delivery status {status!r}") from None
         if kind is None:
             return self._sent
-        scope = self._scope(code, enhanced) if self._constrained else self._all
-        rule = self._matcher.first(text.lower(), scope)
-        if rule is not None:
-            category = self._rule_category[rule]
-        else:
-            category = self._code_category(code, enhanced)
-            if category is None:
-                category = "expired" if status == "expired" else "other"
+        key = (code, enhanced, text)
+        category = self._memo.get(key, _UNSEEN)
+        if category is _UNSEEN:  # .get, not try/except KeyError: raising costs a miss ~1 us
+            category = self._category(code, enhanced, text)
+            if len(text) <= _MEMO_TEXT:
+                if len(self._memo) >= _MEMO_LIMIT:
+                    self._memo.clear()
+                self._memo[key] = category
+        if category is None:
+            category = "expired" if status == "expired" else "other"
         return self._verdicts[kind, category]
+
+    def _category(self, code: str | None, enhanced: str | None, text: str) -> str | None:
+        """The first text rule's category, else the codes' (None: neither names a cause)."""
+        scope = self._scope(code, enhanced) if self._constrained else self._all
+        rule = scope.prefilter.first(text.lower())
+        if rule is None:
+            rule = scope.default
+        if rule is not None:
+            return self._rule_category[rule]
+        return self._code_category(code, enhanced)
 
     def decided_by(self, code: str | None, enhanced: str | None,
                    text: str) -> TextRule | CodeInfo | None:
         """The text rule or code entry that gives a failure its category (None: the fallback).
         For explanations; not on the hot path."""
         scope = self._scope(code, enhanced) if self._constrained else self._all
-        rule = self._matcher.first(text.lower(), scope)
+        rule = scope.prefilter.first(text.lower())
+        if rule is None:
+            rule = scope.default
         if rule is not None:
             return self.rules[rule]
         info = self.catalog.enhanced(enhanced) if _enhanced_shape(enhanced) else None
@@ -172,42 +200,61 @@ class Classifier:
             default = next((i for i, rule in enumerate(self.rules)
                             if allowed[i] and rule.pattern is None), None)
             limit = len(self.rules) if default is None else default
-            scope = _Scope(None if all(allowed) else allowed, limit, default)
+            scope = _Scope(self._units.prefilter(allowed, limit), default)
             self._scopes[allowed] = scope
         return scope
 
 
-class _TextMatcher:
-    """The text rules' patterns, split into units, with a literal prefilter (module docstring)."""
+class _Units:
+    """The text rules' patterns split into units, each with the literals one of which every match
+    contains (module docstring). Units are numbered in rule order."""
 
     def __init__(self, rules: Sequence[TextRule]):
-        self._unit_rule: list[int] = []
-        self._unit_regex: list[re.Pattern[str]] = []
-        always: list[int] = []
-        by_key: dict[str, set[int]] = {}
+        self.rule: list[int] = []
+        self.regex: list[re.Pattern[str]] = []
+        self.literals: list[frozenset[str] | None] = []
         for index, rule in enumerate(rules):
             if rule.pattern is None:
                 continue
             for alternative in _alternatives(rule.pattern):
                 folded = _case_folded(alternative)
-                unit = len(self._unit_rule)
-                self._unit_rule.append(index)
-                self._unit_regex.append(re.compile(folded))
-                literals = _required_literals(folded)
-                if literals is None:
-                    always.append(unit)
-                else:
-                    for literal in literals:
-                        by_key.setdefault(_key(literal), set()).add(unit)
+                self.rule.append(index)
+                self.regex.append(re.compile(folded))
+                self.literals.append(_required_literals(folded))
+
+    def prefilter(self, allowed: tuple[bool, ...], limit: int) -> _Prefilter:
+        """The prefilter over the units of the allowed rules before ``limit``."""
+        always: list[int] = []
+        by_key: dict[str, set[int]] = {}
+        for unit, rule in enumerate(self.rule):
+            if rule >= limit or not allowed[rule]:
+                continue
+            literals = self.literals[unit]
+            if literals is None:
+                always.append(unit)
+            else:
+                for literal in literals:
+                    by_key.setdefault(_key(literal), set()).add(unit)
+        return _Prefilter(self, always, by_key)
+
+
+class _Prefilter:
+    """One trie regex of the units' keys: finds the units that can match, tried in rule order."""
+
+    __slots__ = ("_always", "_anchor", "_by_key", "_unit_regex", "_unit_rule")
+
+    def __init__(self, units: _Units, always: list[int], by_key: dict[str, set[int]]):
+        self._unit_rule = units.rule
+        self._unit_regex = units.regex
         self._always = tuple(always)
         # A scan reports the longest key at a position; keys that are its prefixes match there too.
-        self._by_key = {key: tuple(sorted(set().union(*(units for other, units in by_key.items()
+        self._by_key = {key: tuple(sorted(set().union(*(found for other, found in by_key.items()
                                                           if key.startswith(other)))))
                         for key in by_key}
         self._anchor = re.compile(_trie(by_key)) if by_key else None
 
-    def first(self, lowered: str, scope: _Scope) -> int | None:
-        """Index of the first rule (in order) that matches, else the scope's default."""
+    def first(self, lowered: str) -> int | None:
+        """Index of the first rule (in order) whose unit matches, else None."""
         units: Iterable[int] = self._always
         anchor = self._anchor
         if anchor is not None:
@@ -219,15 +266,11 @@ class _TextMatcher:
                     hits += by_key[found.group()]
                     found = anchor.search(lowered, found.start() + 1)
                 units = sorted(set(hits))
-        allowed, limit = scope.allowed, scope.limit
         unit_rule, unit_regex = self._unit_rule, self._unit_regex
         for unit in units:
-            rule = unit_rule[unit]
-            if rule >= limit:
-                break
-            if (allowed is None or allowed[rule]) and unit_regex[unit].search(lowered):
-                return rule
-        return scope.default
+            if unit_regex[unit].search(lowered):
+                return unit_rule[unit]
+        return None
 
 
 # --- Pattern preparation (load time only) ------------------------------------------------------

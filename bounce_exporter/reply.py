@@ -28,3 +28,70 @@ def find_reply(text: str) -> tuple[str | None, str | None]:
 
 def is_enhanced(value: str) -> bool:
     return _ENHANCED_ONLY.match(value) is not None
+
+
+_REPLY_AT = re.compile(
+    r"\s*(?P<code>[2-5]\d\d)(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
+)
+
+
+def reply_at(text: str, pos: int = 0) -> tuple[str | None, str | None]:
+    """(code, enhanced) of a reply that starts exactly at ``pos`` (after optional blanks).
+
+    For MTAs whose logs put the remote reply after their own fixed words (Exim's ``SMTP error from
+    remote mail server after RCPT TO:<...>: ``, Sendmail's ``Deferred: ``): the caller finds where
+    the reply starts, so nothing else in the text can read as one. The same rules as ``find_reply``
+    apply: the enhanced code must follow the basic code directly."""
+    match = _REPLY_AT.match(text, pos)
+    if match is None:
+        return None, None
+    return match.group("code"), match.group("enhanced")
+
+
+# Where a remote reply can start in a log line of any MTA (for `explain`, which gets a pasted line
+# or just a code): the start of the text; after ": " (Postfix "said: ", Exim "... RCPT TO:<x>: ",
+# Sendmail "Deferred: ", Haraka "rejected: "); after "(" (Postfix "status=sent (250 ..."); after
+# stat=, C=, response= (OpenSMTPD, Exim, Haraka), optionally quoted; after Exchange's
+# "SmtpResponse:"; after "," (CSV: Exchange message tracking's recipient-status). Never after a bare
+# blank or "[", so "for 256 seconds" or a PID is not read as a code; a code must be followed by a
+# blank, "-" or the end.
+_LINE_REPLY = re.compile(
+    r"(?:^|: |\(|\b(?:stat|C|response|reply)=\"?|\bSmtpResponse:|,)"
+    r"\s*(?P<code>[2-5]\d\d)(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
+)
+# The enhanced code the MTA itself logged: Postfix and Sendmail "dsn=4.7.1" (what `parse` reports).
+_DSN = re.compile(r"\bdsn=(?P<enhanced>" + ENHANCED + r")")
+# qmail logs spaces as "_" and puts the enhanced code last: "Remote_host_said:_550_5.1.1_<x>..."
+# and "Sorry,_no_mailbox_here_by_that_name._(#5.1.1)/".
+_QMAIL_REPLY = re.compile(
+    r"said:_(?P<code>[2-5]\d\d)(?![^\s_\-])(?:[_-](?P<enhanced>" + ENHANCED + r"))?")
+_QMAIL_ENHANCED = re.compile(r"\(#(?P<enhanced>" + ENHANCED + r")(?=[)\s])")  # (#5.1.1 - chkuser)
+# An enhanced code on its own: the whole text ("4.3.1"), or a CSV field (PowerMTA "5.1.1 (bad ...").
+_LONE_ENHANCED = re.compile(r"(?:^|,)\s*(?P<enhanced>" + ENHANCED + r")(?=[\s,;:)]|$)")
+
+
+def find_reply_in_line(text: str) -> tuple[str | None, str | None]:
+    """(code, enhanced) in a log line of any MTA, in a bare reply, or in a bare code ("431",
+    "4.3.1"); (None, None) when there is none. For ``explain``; parsers use ``find_reply``.
+
+    The basic code is the first reply where one can start (see _LINE_REPLY), else qmail's
+    "said:_NNN". The enhanced code is the MTA's own ``dsn=`` when the line has one (as ``parse``
+    reports it), else the one right after the basic code, else qmail's "(#5.1.1)", else a lone
+    enhanced code at the start or in a CSV field.
+    """
+    code = enhanced = None
+    match = _LINE_REPLY.search(text)
+    if match is None:
+        match = _QMAIL_REPLY.search(text)
+    if match is not None:
+        code, enhanced = match.group("code"), match.group("enhanced")
+    dsn = _DSN.search(text)
+    if dsn is not None:
+        return code, dsn.group("enhanced")
+    if enhanced is None:
+        for pattern in (_QMAIL_ENHANCED, _LONE_ENHANCED):
+            found = pattern.search(text)
+            if found is not None:
+                enhanced = found.group("enhanced")
+                break
+    return code, enhanced

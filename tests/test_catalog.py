@@ -92,9 +92,31 @@ def test_disk_full_431_and_4_3_1_say_what_to_do_on_each_side(catalog):
     for info in (catalog.basic_codes["431"], catalog.enhanced_codes["X.3.1"]):
         assert info.category == "system_full"
         assert info.intended == "transient"
-        assert "wait" in info.sender_action and "postmaster" in info.sender_action
+        assert "does not clear by itself" in info.sender_action
+        assert "postmaster" in info.sender_action
         assert "free disk space" in info.recipient_action
-        assert "retries with back-off until the queue lifetime" in info.mta_action
+        assert "retries with back-off" in info.mta_action
+        assert "until the queue lifetime" in info.mta_action and "then bounces" in info.mta_action
+    assert catalog.categories["system_full"].severity == "high"
+
+
+def test_every_category_has_a_severity_and_default_actions(catalog):
+    for category in catalog.categories.values():
+        assert category.severity in catalog.severities, category.name
+        assert category.sender_action and category.recipient_action, category.name
+    assert catalog.categories["local"].severity == "critical"
+    assert set(catalog.kinds) == {"soft", "hard", "success", "unknown"}
+    assert "queue lifetime" in catalog.kinds["soft"].mta_next
+    assert "now" in catalog.kinds["hard"].mta_next
+
+
+def test_text_rules_carry_what_explain_shows(catalog):
+    for rule in catalog.text_rules:
+        assert rule.meaning, rule.name
+        assert rule.kind in (None, "soft", "hard"), rule.name
+    kinds = {rule.name: rule.kind for rule in catalog.text_rules}
+    assert kinds["network"] == kinds["dns"] == kinds["tls"] == "soft"
+    assert kinds["local_loop"] == kinds["host_unknown"] == "hard"
 
 
 def test_common_enhanced_codes_carry_sender_and_recipient_actions(catalog):
@@ -109,6 +131,9 @@ def test_enhanced_lookup_falls_back_to_the_subject_for_unregistered_details(cata
     assert catalog.enhanced("4.7.650").code == "X.7.X"
     assert catalog.enhanced("5.1.10").code == "X.1.10"
     assert catalog.enhanced(None) is None
+    # three-digit subjects are not registered (RFC 3463 has 0-7): only the class entry applies
+    assert catalog.enhanced("5.100.1") is None
+    assert catalog.enhanced_class("5.100.1").code == "5.X.X"
 
 
 def test_the_packaged_catalog_is_found_from_a_source_checkout():
@@ -137,18 +162,29 @@ def test_an_unknown_category_is_reported_where_it_is_used(tmp_path, raw):
     ]
 
 
+def plain_rule(raw: dict) -> int:
+    """Index of the first text rule without a code/enhanced constraint."""
+    return next(i for i, rule in enumerate(raw["text_rules"])
+                if "code" not in rule and "enhanced" not in rule)
+
+
 def test_missing_fields_are_reported_together(tmp_path, raw):
+    index = plain_rule(raw)
     del raw["enhanced_codes"]["X.3.1"]["intended"]
     del raw["basic_codes"]["550"]["meaning"]
-    del raw["text_rules"][1]["pattern"]
+    del raw["text_rules"][index]["pattern"]
     del raw["categories"]["expired"]
+    del raw["categories"]["tls"]["severity"]
+    del raw["kinds"]["unknown"]
     path = write(tmp_path, raw)
-    name = raw["text_rules"][1]["name"]
+    name = raw["text_rules"][index]["name"]
     problems = problems_of(path)
     assert f"{path}: enhanced_codes['X.3.1']: missing field 'intended'" in problems
     assert f"{path}: basic_codes['550']: missing field 'meaning'" in problems
-    assert (f"{path}: text_rules[1] (name '{name}'): missing field 'pattern' "
+    assert (f"{path}: text_rules[{index}] (name '{name}'): missing field 'pattern' "
             f"(required unless 'code' or 'enhanced' is given)") in problems
+    assert f"{path}: categories.tls: missing field 'severity'" in problems
+    assert f"{path}: kinds: kind 'unknown' is required (explain uses it)" in problems
     required = f"{path}: categories: category 'expired' is required (the classifier uses it)"
     assert required in problems
     # the catalog's own rules and codes that use "expired" are reported too
@@ -175,6 +211,21 @@ def test_unknown_sections_fields_and_bad_keys_are_reported(tmp_path, raw):
         f"{path}: basic_codes['250']: unknown field 'colour'",
         f"{path}: basic_codes['999x']: a code must look like three digits like \"431\"",
         f"{path}: text_rules[2] (name '{name}'): unknown field 'severity'",
+    ]
+
+
+def test_explain_fields_are_checked(tmp_path, raw):
+    raw["categories"]["dns"]["severity"] = "dire"
+    raw["text_rules"][0]["kind"] = "permanent"
+    raw["text_rules"][1]["meaning"] = ""
+    raw["severities"]["low"] = {}
+    path = write(tmp_path, raw)
+    zero, one = raw["text_rules"][0]["name"], raw["text_rules"][1]["name"]
+    assert problems_of(path) == [
+        f"{path}: severities.low: missing field 'description'",
+        f"{path}: categories.dns: unknown severity 'dire'",
+        f"{path}: text_rules[0] (name '{zero}'): kind 'permanent' is not one of soft, hard",
+        f"{path}: text_rules[1] (name '{one}'): 'meaning' must be a non-empty string",
     ]
 
 

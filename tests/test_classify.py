@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bounce_exporter.classify import Classification, Classifier
+from bounce_exporter.reply import find_reply_in_line
 
 CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"
 
@@ -140,6 +141,25 @@ CASES = [
     ("expired", None, None, "status=expired, returned to sender", "soft", "expired"),
     ("expired", "550", "4.4.7", ("550 4.4.7 QUEUE.Expired; message expired in unreachable "
      "destination queue. Reason: "), "soft", "expired"),
+    # provider rules that override the registry's meaning of a reused code
+    ("deferred", "421", "4.7.27", ("421-4.7.27 Your email has been rate limited because SPF "
+     "authentication 421-4.7.27 didn't pass for this message."), "soft", "policy_blocked"),
+    ("deferred", "421", "4.7.29", "421-4.7.29 ... wasn't sent over a TLS connection", "soft",
+     "tls"),
+    # ...but only with the provider's words: the registry's X.7.27 (sender null MX) otherwise
+    ("bounced", "550", "5.7.27", ("550 5.7.27 <a@example.com>: Sender address rejected: Domain "
+     "example.com does not accept mail (nullMX)"), "hard", "policy_blocked"),
+    ("bounced", "553", "5.7.2", ("553 5.7.2 [TSS09] All messages from 192.0.2.66 will be "
+     "permanently deferred; Retrying will NOT succeed."), "hard", "policy_blocked"),
+    ("bounced", "554", "5.7.9", "554 5.7.9 Message not accepted for policy reasons.", "hard",
+     "policy_blocked"),  # the registry's X.7.9 would say a weak AUTH mechanism
+    ("bounced", "550", "5.4.1", ("550 5.4.1 Recipient address rejected: Access denied. "
+     "AS(201806281)"), "hard", "user_unknown"),
+    ("deferred", "432", "4.3.2", "432 4.3.2 STOREDRV.Deliver; recipient thread limit exceeded",
+     "soft", "rate_limited"),
+    ("deferred", None, "4.4.1", "connect to private/dovecot-lmtp: Connection refused", "soft",
+     "local"),
+    ("deferred", None, None, "mail for example.com loops back to myself", "soft", "local"),
 ]
 
 
@@ -256,6 +276,12 @@ def corpus_texts() -> list[tuple[str | None, str | None, str]]:
             texts.add((code, enhanced, re.sub(r"[0-9A-F]{10,}", "ID", line)))
     for case in CASES:
         texts.add((case[1], case[2], case[3]))
+    from .test_explain import PROVIDER_CASES, SISIMAI_DISAGREEMENTS
+
+    for text, code, enhanced, *_ in PROVIDER_CASES:
+        texts.add((code, enhanced, text))
+    for text, *_ in SISIMAI_DISAGREEMENTS:
+        texts.add((*find_reply_in_line(text), text))
     return sorted(texts, key=repr)
 
 
@@ -275,8 +301,38 @@ def test_classify_is_fast_enough_for_the_hot_path(classifier):
                 s["line"][-200:]) for s in samples()]
     best = float("inf")
     for _ in range(5):
+        classifier._memo.clear()  # measure the matching, not the memo of repeated replies
         start = time.perf_counter()
         for status, code, enhanced, text in replies:
             classifier.classify(status, code, enhanced, text)
         best = min(best, (time.perf_counter() - start) / len(replies))
     assert best < 60e-6
+
+
+def test_repeated_replies_are_remembered_and_the_memo_is_bounded(classifier):
+    from bounce_exporter import classify
+
+    text = "host mx[192.0.2.1] said: 431 4.3.1 STOREDRV.Deliver; disk is full"
+    first = classifier.classify("deferred", "431", "4.3.1", text)
+    assert classifier._memo[("431", "4.3.1", text)] == "system_full"
+    assert classifier.classify("bounced", "431", "4.3.1", text) == Classification("hard",
+                                                                                  "system_full")
+    assert first == Classification("soft", "system_full")
+    # the fallback still follows the status when the memo says "no cause"
+    assert classifier.classify("expired", None, None, "zzz").category == "expired"
+    assert classifier.classify("deferred", None, None, "zzz").category == "other"
+    long_text = "x" * (classify._MEMO_TEXT + 1)
+    classifier.classify("deferred", None, None, long_text)
+    assert (None, None, long_text) not in classifier._memo
+    fresh = Classifier.load()
+    for i in range(classify._MEMO_LIMIT + 10):
+        fresh.classify("deferred", "450", None, f"450 try again {i}")
+    assert len(fresh._memo) <= classify._MEMO_LIMIT
+
+
+def test_a_code_bound_rule_costs_nothing_to_other_replies(classifier):
+    """The prefilter of replies that meet no constraint leaves out provider rules bound to codes
+    (their keys "spf", "tls" would otherwise be looked for in every reply)."""
+    plain = classifier._scope("250", "2.0.0").prefilter
+    bound = classifier._scope("421", "4.7.27").prefilter
+    assert "spf" not in plain._by_key and "spf" in bound._by_key

@@ -1,0 +1,224 @@
+"""`bounce-exporter explain`: what a reply, a log line or a bare code means, and what happens next.
+
+The category comes from the same classifier as `parse` and the metrics (text rules, then the
+enhanced code, then the basic code). Soft or hard, though, has no MTA decision to follow here, so
+it is judged from the reply itself: the basic code's first digit, else the enhanced code's class,
+else (no code at all) the deciding text rule's `kind`. When the basic and the enhanced class
+disagree, the basic code wins and `note` says so (config/catalog.yaml, "How explain judges a
+reply"). Every descriptive text comes from the catalog: the deciding rule or code entry first,
+then the category's defaults, then the kind's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from bounce_exporter.catalog import CodeInfo, TextRule
+from bounce_exporter.classify import Classifier
+from bounce_exporter.reply import find_reply_in_line
+
+# The JSON object's keys, in order: parse's keys where they apply, then the descriptive ones.
+KEYS = ("text", "code", "enhanced", "kind", "category", "note", "meaning", "severity",
+        "sender_action", "recipient_action", "mta_next", "decided_by")
+# What a class digit says on its own (RFC 5321 4.2.1, RFC 3463 2). 1xx/3xx are not failures.
+_BY_DIGIT = {"1": "success", "2": "success", "3": "success", "4": "soft", "5": "hard"}
+_SUBJECTS = range(8)  # RFC 3463 defines subjects 0-7
+_WIDTH = 100
+_LABEL = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    text: str
+    code: str | None
+    enhanced: str | None
+    kind: str | None  # "soft" | "hard" | None (success, or no code and no rule saying)
+    category: str
+    note: str | None
+    meaning: str
+    severity: str
+    sender_action: str
+    recipient_action: str
+    mta_next: str
+    decided_by: str
+    judged: str  # soft | hard | success | unknown: the catalog's `kinds` key
+    severity_description: str
+    category_description: str
+    kind_description: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {key: getattr(self, key) for key in KEYS}
+
+
+def explain(text: str, classifier: Classifier) -> Explanation:
+    """Explain one reply, log line or code. Raises ValueError for empty text."""
+    text = text.strip()
+    if not text:
+        raise ValueError("nothing to explain: give a reply or log line, or a code such as 431 "
+                         "or 4.3.1")
+    catalog = classifier.catalog
+    code, enhanced = find_reply_in_line(text)
+    judged, notes = _judge(code, enhanced, text)
+
+    decider: TextRule | CodeInfo | None
+    if judged == "success":
+        category = "none"
+        decider = None
+    else:
+        decider = classifier.decided_by(code, enhanced, text)
+        category = decider.category if decider is not None else "other"
+    if judged == "unknown" and isinstance(decider, TextRule) and decider.kind:
+        judged = decider.kind
+        notes.append(f"no reply code in the text: {judged} is what MTAs do with such a failure "
+                     f"(rule {decider.name!r}); in a log, the MTA's status= decides")
+    elif judged == "unknown":
+        notes.append("no reply code in the text and no rule says soft or hard: in a log, the "
+                     "MTA's status= decides")
+
+    entries = _code_entries(catalog, code, enhanced, notes)
+    if isinstance(decider, TextRule):
+        sources: list[TextRule | CodeInfo] = [decider]
+    elif decider is not None:
+        sources = [decider, *(e for e in entries if e is not decider and e.category == category)]
+    else:
+        sources = entries
+    info = catalog.categories[category]
+
+    meaning = next((s.meaning for s in sources if s.meaning), None) or info.description
+    sender = next((s.sender_action for s in sources if s.sender_action), info.sender_action)
+    recipient = next((s.recipient_action for s in sources if s.recipient_action),
+                     info.recipient_action)
+    mta_next = next((s.mta_action for s in sources if s.mta_action and _fits(s, judged)),
+                    catalog.kinds[judged].mta_next)
+    return Explanation(
+        text=text, code=code, enhanced=enhanced,
+        kind=judged if judged in ("soft", "hard") else None,
+        category=category, note="; ".join(notes) or None, meaning=meaning,
+        severity=info.severity, sender_action=sender, recipient_action=recipient,
+        mta_next=mta_next, decided_by=_decided_by(decider, code, enhanced, judged),
+        judged=judged, severity_description=catalog.severities.get(info.severity, ""),
+        category_description=info.description,
+        kind_description=catalog.kinds[judged].description)
+
+
+def _judge(code: str | None, enhanced: str | None, text: str) -> tuple[str, list[str]]:
+    """soft | hard | success | unknown from the codes alone, with notes on a disagreement."""
+    notes: list[str] = []
+    by_basic = _BY_DIGIT.get(code[0]) if code else None
+    by_enhanced = _BY_DIGIT.get(enhanced[0]) if enhanced else None
+    if by_basic and by_enhanced and by_basic != by_enhanced:
+        where = " (the MTA's own dsn=)" if "dsn=" in text else ""
+        notes.append(
+            f"the basic code {code} says {by_basic}, the enhanced code {enhanced}{where} says "
+            f"{by_enhanced}: judged {by_basic}, the basic code wins (SMTP clients act on its first "
+            f"digit, RFC 5321 4.2.1). In a log the MTA's own decision counts - Exchange's "
+            f"\"550 4.4.7 QUEUE.Expired\" is an expiry, Postfix's dsn=4.7.1 beside a 554 greeting "
+            f"a deferral (it skips the host and retries)")
+    return by_basic or by_enhanced or "unknown", notes
+
+
+def _code_entries(catalog, code: str | None, enhanced: str | None,  # type: ignore[no-untyped-def]
+                  notes: list[str]) -> list[CodeInfo]:
+    """The catalog entries of the codes, most telling first: the basic code, the enhanced code's
+    detail (or subject) entry, its class entry. Notes codes the catalog does not know."""
+    entries: list[CodeInfo] = []
+    if code:
+        basic = catalog.basic(code)
+        if basic is not None:
+            entries.append(basic)
+        else:
+            notes.append(f"{code} is not a registered reply code: judged by its first digit")
+    if enhanced:
+        subject, detail = (int(part) for part in enhanced.split(".")[1:])
+        info = catalog.enhanced(enhanced)
+        if info is not None:
+            entries.append(info)
+            if info.code.endswith(".X"):
+                notes.append(f"{enhanced}: detail {detail} of subject {subject} is not in the IANA "
+                             f"registry; read as its subject {info.code}")
+        elif subject not in _SUBJECTS:
+            notes.append(f"{enhanced}: subject {subject} is not defined (RFC 3463 subjects are "
+                         f"0-7); read as its class")
+        cls = catalog.enhanced_class(enhanced)
+        if cls is not None:
+            entries.append(cls)
+    return entries
+
+
+def _fits(source: TextRule | CodeInfo, judged: str) -> bool:
+    """A rule's mta_action holds whatever the kind; a code entry's only for the kind it means."""
+    if isinstance(source, TextRule):
+        return True
+    return {"transient": judged == "soft", "permanent": judged == "hard",
+            "either": judged in ("soft", "hard"), "success": judged == "success"}.get(
+                source.intended, False)
+
+
+def _decided_by(decider: TextRule | CodeInfo | None, code: str | None, enhanced: str | None,
+                judged: str) -> str:
+    if isinstance(decider, TextRule):
+        return f"text rule {decider.name!r} ({_short(decider.origin)})"
+    if decider is not None:
+        if decider.code[0] == "X":
+            return f"enhanced code {enhanced} (catalog.yaml: enhanced_codes['{decider.code}'])"
+        return f"basic code {code} (catalog.yaml: basic_codes['{decider.code}'])"
+    if judged == "success":
+        return f"the reply class ({(code or enhanced or '2')[0]}xx: success)"
+    return "no rule or code names a cause (the fallback category)"
+
+
+def _short(origin: str) -> str:
+    """"/path/to/catalog.yaml: text_rules[3]" -> "catalog.yaml: text_rules[3]"."""
+    where, sep, rest = origin.partition(": ")
+    return f"{Path(where).name}{sep}{rest}" if sep else origin
+
+
+def render(explanation: Explanation) -> str:
+    """The human-readable form: one labelled, wrapped paragraph per field."""
+    e = explanation
+    rows = []
+    if e.text not in (e.code, e.enhanced):
+        rows.append(("reply", e.text))
+    rows += [
+        ("code", e.code or "none"),
+        ("enhanced", e.enhanced or "none"),
+        ("meaning", e.meaning),
+        ("kind", f"{e.kind or e.judged}: {e.kind_description}"),
+        ("category", f"{e.category}: {e.category_description}"),
+        ("severity", f"{e.severity}: {e.severity_description}"),
+        ("sender", e.sender_action),
+        ("recipient", e.recipient_action),
+        ("MTA next", e.mta_next),
+        ("decided by", e.decided_by),
+    ]
+    if e.note:
+        rows.append(("note", e.note))
+    lines = []
+    for label, value in rows:
+        lines.extend(textwrap.wrap(value, width=_WIDTH, initial_indent=f"{label:<{_LABEL}}",
+                                   subsequent_indent=" " * _LABEL, break_on_hyphens=False)
+                     or [label])
+    return "\n".join(lines) + "\n"
+
+
+def run_explain(words: list[str], extra_text_rules: list | None, *, as_json: bool,
+                out: TextIO, err: TextIO) -> int:
+    """The command: TEXT words joined by blanks ("-" reads standard input). 0, or 2 when there is
+    nothing to explain. Raises ConfigError for broken rules (the caller reports it)."""
+    text = sys.stdin.read() if words == ["-"] else " ".join(words)
+    classifier = Classifier.load(extra_text_rules=extra_text_rules)
+    try:
+        explanation = explain(text, classifier)
+    except ValueError as error:
+        err.write(f"bounce-exporter explain: {error}\n")
+        return 2
+    if as_json:
+        out.write(json.dumps(explanation.as_dict(), ensure_ascii=False) + "\n")
+    else:
+        out.write(render(explanation))
+    return 0
