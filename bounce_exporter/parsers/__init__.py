@@ -33,7 +33,40 @@ def _postfix(reference: float | None) -> Parser:
     return PostfixParser(reference=reference)
 
 
-PARSERS: dict[str, Callable[[float | None], Parser]] = {"postfix": _postfix}
+def _exim(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.exim import EximParser
+
+    return EximParser(reference=reference)
+
+
+def _sendmail(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.sendmail import SendmailParser
+
+    return SendmailParser(reference=reference)
+
+
+def _opensmtpd(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.opensmtpd import OpenSMTPDParser
+
+    return OpenSMTPDParser(reference=reference)
+
+
+def _exchange(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.exchange import ExchangeParser
+
+    return ExchangeParser(reference=reference)
+
+
+def _auto(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.auto import AutoParser
+
+    return AutoParser(reference=reference)
+
+
+PARSERS: dict[str, Callable[[float | None], Parser]] = {
+    "postfix": _postfix, "exim": _exim, "sendmail": _sendmail, "opensmtpd": _opensmtpd,
+    "exchange": _exchange, "auto": _auto,
+}
 
 
 def make_parser(name: str, reference: float | None = None) -> Parser:

@@ -1,0 +1,249 @@
+"""Exim: the main log's delivery lines, with Exim's own stamp or through syslog.
+
+    2026-11-28 12:22:37 1xXHRt-0003ks-27 => u@ok.example R=lab_route T=remote_smtp S=516
+        H=127.0.0.1 [127.0.0.1]:2625 C="250 2.0.0 Ok: queued as FAKE000001" QT=0s DT=0s
+    2026-11-28 12:22:38 1xXHRu-0003l1-0v == u@disk-full.example R=lab_route T=remote_smtp
+        defer (-44) H=127.0.0.1 [127.0.0.1]:2625 DT=0s: SMTP error from remote mail server after
+        RCPT TO:<u@disk-full.example>: 431 4.3.1 STOREDRV.Deliver; disk is full
+    2026-11-28 12:22:40 1xXHRw-0003lS-0X ** u@nouser.example R=lab_route T=remote_smtp
+        H=127.0.0.1 [127.0.0.1]:2625: SMTP error from remote mail server after RCPT TO:<...>:
+        550 5.1.1 User unknown DT=0s
+    2026-11-28 12:24:41 1xXHRu-0003l1-0v ** u@disk-full.example: retry timeout exceeded
+
+- ``=>`` (first recipient of a delivery) and ``->`` (further recipients of the same transaction)
+  are ``sent``; ``==`` is ``deferred``; ``**`` is ``bounced``, except "retry timeout exceeded" and
+  "all hosts for '...' have been failing for a long time", which are ``expired``. Soft or hard is
+  the flag Exim wrote, never the reply's first digit.
+- ``==`` lines whose error is "retry time not reached" (routing, local or host retry, errno -52,
+  -53, -54) record that Exim did *not* try: no server was contacted. They give no event and are
+  counted in ``retry_not_reached``.
+- Host-level lines without a flag (``1abc-... H=host [ip]: SMTP error ...``, ``... Connection
+  refused``) are followed by the per-recipient ``==``/``**`` lines that say the same, so they give
+  no event.
+- The reply is read only where Exim puts it: inside ``C="..."`` on deliveries, and after
+  ``SMTP error from remote mail server after <command>: [host H [ip]: ]`` on failures.
+- An expiry carries the last reply of the recipient's last deferral when it was seen (as the
+  Postfix parser does); the parser remembers, per message id and recipient, the last deferral.
+- Message ids of 16 (``1xXHRt-0003ks-27``) and 23 characters (Exim 4.97+,
+  ``1rAbCd-000000005vi-0000``); stamps with milliseconds (``+millisec``), a UTC offset
+  (``log_timezone``) and a ``[pid]`` (``+pid``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+
+from bounce_exporter.domains import domain_of
+from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.parsers import LineNotUnderstood
+from bounce_exporter.reply import reply_at
+from bounce_exporter.syslog import StampReader, parse_header
+
+MTA = "exim"
+MAX_PENDING_MESSAGES = 100_000
+RETRY_ERRNOS = frozenset({-52, -53, -54})  # ERRNO_RRETRY, ERRNO_LRETRY, ERRNO_HRETRY
+
+_STAMP = re.compile(
+    r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (?P<tz>[+-]\d{4}))?(?: \[\d+\])? "
+)
+_BODY = re.compile(
+    r"(?P<id>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})) "
+    r"(?P<flag>=>|->|==|\*\*) (?P<rest>.*)",
+    re.DOTALL,
+)
+# The address, then an optional "(parent)" and "<original address>", then a space, ":" or the end.
+# A retry-time skip of Exim's own log format, told on bytes: most "==" lines of a busy queue
+_RETRY_SKIP = re.compile(
+    rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?(?: \[\d+\])? "
+    rb"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) "
+    rb"== \S+ (?:[^:]*? )?defer \(-5[234]\)"
+)
+_ADDRESS = re.compile(r"(?P<addr>\S+?)(?: \((?P<parent>[^)]*)\))?(?: <(?P<orig>[^>]*)>)?(?=:? |:?$)")
+_CONFIRM = re.compile(r' C="(?P<reply>(?:[^"\\]|\\.)*)"')
+_DEFER = re.compile(r"(?:^| )defer \((?P<errno>-?\d+)\)")
+# After "defer (errno)": [": strerror" when errno > 0] [" H=name [ip]:port"] [" DT=time"] [": message"]
+_DEFER_TAIL = re.compile(
+    r"(?:: (?P<strerror>[^:]*?)(?= H=| DT=|: |$))?"
+    r"(?: H=\S+ \[[^\]]*\](?::\d+)?)?(?: DT=\S+?)?(?:: (?P<message>.*))?$",
+    re.DOTALL,
+)
+_DEFER_TAIL_NO_ERRNO = re.compile(
+    r"(?: H=\S+ \[[^\]]*\](?::\d+)?)?(?: DT=\S+?)?(?:: (?P<message>.*))?$", re.DOTALL)
+_REMOTE_ERROR = re.compile(
+    r"(?:SMTP|LMTP) error (?:from remote (?:mail server|mailer) )?after (?:[^:]|:(?! ))*: "
+    r"(?:host \S+ \[[^\]]*\](?::\d+)?: )?"
+)
+_TRAILING_DT = re.compile(r" DT=\S+$")
+
+
+def remote_reply(message: str) -> tuple[str | None, str | None]:
+    """(code, enhanced) of the remote reply in an Exim error message, (None, None) if none."""
+    match = _REMOTE_ERROR.search(message)
+    if match is None:
+        return None, None
+    return reply_at(message, match.end())
+
+
+def is_expiry(text: str) -> bool:
+    """A ``**`` line's text that means "given up after the retry period", not a refusal."""
+    return text.startswith("retry timeout exceeded") or (
+        text.startswith("all hosts") and "have been failing for a long time" in text)
+
+
+class EximParser:
+    mta = MTA
+
+    def __init__(self, reference: float | None = None):
+        self._stamps = StampReader(reference)
+        self._stamp_key: tuple[str, str | None] | None = None
+        self._stamp_value = 0.0
+        # message id -> {recipient: last deferral event}, oldest message first
+        self._pending: OrderedDict[str, dict[str, DeliveryEvent]] = OrderedDict()
+        self.retry_not_reached = 0  # "==" lines of recipients Exim skipped: no server contacted
+        self.pending_evicted = 0
+
+    def counters(self) -> dict[str, int]:
+        """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""
+        return {"retry_not_reached": self.retry_not_reached}
+
+    def parse(self, raw: bytes) -> Sequence[DeliveryEvent]:
+        if b" => " not in raw and b" == " not in raw and b" ** " not in raw and b" -> " not in raw:
+            return ()
+        if b" defer (-5" in raw and _RETRY_SKIP.match(raw):
+            self.retry_not_reached += 1
+            return ()
+        line = raw.decode("utf-8", "replace")
+        stamp = _STAMP.match(line)
+        if stamp is not None:
+            when = self._time(stamp.group("stamp"), stamp.group("tz"))
+            body = _BODY.match(line, stamp.end())
+        else:
+            header = parse_header(line, self._stamps)
+            if header is None:
+                raise LineNotUnderstood("no_header")
+            if not header.program.startswith("exim"):
+                return ()
+            message = header.message
+            stamp = _STAMP.match(message)  # syslog_timestamp: Exim's own stamp after the header
+            when = self._time(stamp.group("stamp"), stamp.group("tz")) if stamp else header.time
+            body = _BODY.match(message, stamp.end() if stamp else 0)
+        if body is None:  # "<=" lines whose subject holds " => ", host-level lines, ...
+            return ()
+        return self.parse_body(when, body.group("id"), body.group("flag"), body.group("rest"))
+
+    def parse_body(self, when: float, qid: str, flag: str, rest: str) -> Sequence[DeliveryEvent]:
+        """The part after the message id and the flag: ``rcpt [<orig>] R=... T=... ...``."""
+        address = _ADDRESS.match(rest)
+        if address is None:
+            raise LineNotUnderstood("malformed_delivery")
+        recipient = _recipient(address.group("addr"), address.group("parent"),
+                               address.group("orig"))
+        tail = rest[address.end():]
+        if flag in ("=>", "->"):
+            confirm = _CONFIRM.search(tail)
+            text = confirm.group("reply") if confirm else ""
+            code, enhanced = reply_at(text) if text else (None, None)
+            return (self._event(when, qid, recipient, "sent", code, enhanced, text),)
+        if flag == "==":
+            return self._deferral(when, qid, recipient, tail)
+        text = _failure_text(tail)
+        if is_expiry(text):
+            return (self._expiry(when, qid, recipient, text),)
+        code, enhanced = remote_reply(text)
+        return (self._event(when, qid, recipient, "bounced", code, enhanced, text),)
+
+    def _deferral(self, when: float, qid: str, recipient: str,
+                  tail: str) -> Sequence[DeliveryEvent]:
+        defer = _DEFER.search(tail)
+        if defer is None:
+            raise LineNotUnderstood("malformed_deferral")
+        errno = int(defer.group("errno"))
+        after = tail[defer.end():]
+        strerror = None
+        if errno > 0:
+            parts = _DEFER_TAIL.match(after)
+            if parts is not None:
+                strerror = parts.group("strerror")
+        else:
+            parts = _DEFER_TAIL_NO_ERRNO.match(after)
+        message = parts.group("message") if parts is not None else after.lstrip(": ")
+        message = message or ""
+        if errno in RETRY_ERRNOS or message.startswith("retry time not reached"):
+            self.retry_not_reached += 1
+            return ()
+        text = ": ".join(part for part in (strerror, message) if part)
+        code, enhanced = remote_reply(message)
+        return (self._event(when, qid, recipient, "deferred", code, enhanced, text),)
+
+    def _event(self, when: float, qid: str, recipient: str, status: str, code: str | None,
+               enhanced: str | None, text: str) -> DeliveryEvent:
+        event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), status, code,
+                              enhanced, text)
+        if status == "deferred":
+            recipients = self._pending.get(qid)
+            if recipients is None:
+                recipients = self._pending[qid] = {}
+                if len(self._pending) > MAX_PENDING_MESSAGES:
+                    self._pending.popitem(last=False)
+                    self.pending_evicted += 1
+            recipients[recipient] = event
+        else:
+            self._forget(qid, recipient)
+        return event
+
+    def _expiry(self, when: float, qid: str, recipient: str, text: str) -> DeliveryEvent:
+        last = self._forget(qid, recipient)
+        if last is None:
+            return DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), "expired",
+                                 None, None, text)
+        return DeliveryEvent(when, MTA, qid, recipient, last.domain, "expired", last.code,
+                             last.enhanced, last.text)
+
+    def _forget(self, qid: str, recipient: str) -> DeliveryEvent | None:
+        recipients = self._pending.get(qid)
+        if recipients is None:
+            return None
+        last = recipients.pop(recipient, None)
+        if not recipients:
+            del self._pending[qid]
+        return last
+
+    def _time(self, stamp: str, tz: str | None) -> float:
+        key = (stamp, tz)
+        if key == self._stamp_key:
+            return self._stamp_value
+        try:
+            moment = datetime.fromisoformat(stamp)
+            if tz is not None:
+                offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5]))
+                moment = moment.replace(tzinfo=timezone(-offset if tz[0] == "-" else offset))
+            value = moment.timestamp()  # a naive stamp is local time, like Exim's default
+        except (ValueError, OverflowError):
+            raise LineNotUnderstood("bad_stamp") from None
+        self._stamp_key, self._stamp_value = key, value
+        return value
+
+
+def _recipient(addr: str, parent: str | None, orig: str | None) -> str:
+    """The address a domain is read from: the delivered one, else the parent or original one
+    (local deliveries log a file or pipe first: ``=> /var/mail/u <u@example.org>``)."""
+    for candidate in (addr, parent, orig):
+        if candidate and "@" in candidate and candidate[0] not in "/|":
+            return candidate
+    return addr
+
+
+def _failure_text(tail: str) -> str:
+    """The message of a ``**`` line: after the first ": " outside quotes (``DN="..."`` may hold
+    one), without the trailing ``DT=`` that Exim 4.96 appends."""
+    start = 0
+    while True:
+        colon = tail.find(": ", start)
+        if colon < 0:
+            return ""
+        if tail.count('"', 0, colon) % 2 == 0:
+            return _TRAILING_DT.sub("", tail[colon + 2:])
+        start = colon + 2

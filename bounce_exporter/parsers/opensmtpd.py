@@ -1,0 +1,219 @@
+"""OpenSMTPD: ``mta``/``mda`` delivery lines, envelope expiry, and session errors without envelopes.
+
+    Nov 28 12:22:45 mail smtpd[14390]: 912fc4270770288f mta delivery evpid=ce2b550ff77d09a5
+        from=<app@sender.example> to=<u@disk-full.example> rcpt=<-> source="127.0.0.1"
+        relay="127.0.0.1 (localhost)" delay=0s result="TempFail" stat="431 4.3.1 disk is full"
+    Nov 28 12:24:58 mail smtpd[14391]: relay: Expire for 4bed225b561b1303: from=<app@...>,
+        to=<u@busy.example>, rcpt=<->, delay=2m8s, stat=Envelope expired
+    Nov 28 12:22:55 mail smtpd[14390]: 912fc469d917b761 mta error reason=BANNER rejected:
+        421 4.3.2 mx.busy.example Service not available, too busy
+
+- ``result=`` decides: ``Ok`` sent, ``TempFail`` deferred, ``PermFail`` and ``Loop`` bounced,
+  never the reply's first digit. ``relay: Expire for <evpid>: ..., stat=Envelope expired`` is
+  expired (carrying the envelope's last reply when seen); the 5.x form ``relay: TempFail for
+  <evpid>: ...`` is read like the 6.x lines. The reply is read at the start of ``stat=`` (or after
+  an LMTP/SMTP ``server error: `` inside it, as ``mda`` lines have it).
+- A delivery line whose session id is ``0000000000000000`` was written without any SMTP session:
+  OpenSMTPD failed the envelope from its route state ("Network error on destination MXs" once its
+  MXs failed or the route is disabled), without asking a server. A ``TempFail`` of that kind is no
+  attempt: no event, counted in ``tempfail_without_session``. (A ``PermFail`` is still a bounce.)
+- A session that fails before any envelope was handed to it logs ``mta error reason=...`` with no
+  recipient: OpenSMTPD logs these per connection, and its later lines never tie the connection to
+  a recipient domain. Such a line gives one ``deferred`` event without recipient or domain (the
+  ``unknown`` domain label) when it is a real attempt that no envelope line reports:
+  - ``<STAGE> rejected: <reply>`` (BANNER, EHLO, HELO, LHLO, STARTTLS, AUTH: before any envelope);
+  - a connection that never logged ``mta connected`` (connection refused, connect timeout);
+  - any other error of a connected session that has logged no delivery yet is held until the next
+    line: OpenSMTPD writes the envelopes it fails because of the error (with this session id)
+    right after the error line, and those lines then stand for it; otherwise the held event is
+    returned with the next line.
+  Errors of a session that already logged deliveries give no event (those lines said it all).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from bounce_exporter.domains import domain_of
+from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.parsers import LineNotUnderstood
+from bounce_exporter.reply import reply_at
+from bounce_exporter.syslog import StampReader, parse_header
+
+MTA = "opensmtpd"
+NO_SESSION = "0000000000000000"
+MAX_PENDING_ENVELOPES = 100_000
+MAX_SESSIONS = 10_000
+STATUS_OF = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced",
+             "Expire": "expired", "Expired": "expired"}
+
+_SESSION_LINE = re.compile(r"(?P<sid>[0-9a-f]{16}) (?P<agent>mta|mda) (?P<what>\S+)(?: (?P<rest>.*))?$",
+                           re.DOTALL)
+_DELIVERY = re.compile(
+    r"evpid=(?P<evpid>[0-9a-f]+) from=<[^>]*> to=<(?P<to>[^>]*)> .*?"
+    r"\bresult=\"?(?P<result>\w+)\"? stat=(?P<stat>.*)$",
+    re.DOTALL,
+)
+# 5.x and the expiry of 6.x: "relay: TempFail for <id>: from=..., to=..., ..., stat=..."
+_OLD_STYLE = re.compile(
+    r"(?:relay|delivery): (?P<result>\w+) for (?P<evpid>[0-9a-f]+): (?P<fields>.*?), stat=(?P<stat>.*)$",
+    re.DOTALL,
+)
+_OLD_TO = re.compile(r"(?:^|, )to=(?:<(?P<angle>[^>]*)>|(?P<bare>[^,\s]*))")
+_OLD_SESSION = re.compile(r"(?:^|, )session=(?P<sid>[0-9a-f]{16})")
+_STAGE_REJECTED = re.compile(r"[A-Z]+ rejected: ")
+_SERVER_ERROR = re.compile(r"(?:LMTP|SMTP) server error: ")
+
+
+def stat_reply(stat: str) -> tuple[str | None, str | None]:
+    """(code, enhanced) of a ``stat=`` value: a reply at its start, or after "server error: "."""
+    code, enhanced = reply_at(stat)
+    if code is None:
+        inner = _SERVER_ERROR.search(stat)
+        if inner is not None:
+            return reply_at(stat, inner.end())
+    return code, enhanced
+
+
+class _Session:
+    __slots__ = ("connected", "delivered")
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.delivered = False
+
+
+class OpenSMTPDParser:
+    mta = MTA
+
+    def __init__(self, reference: float | None = None):
+        self._stamps = StampReader(reference)
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._held: tuple[str, DeliveryEvent] | None = None  # (session id, its error's event)
+        # envelope id -> last deferral event, oldest first
+        self._pending: OrderedDict[str, DeliveryEvent] = OrderedDict()
+        self.tempfail_without_session = 0
+        self.pending_evicted = 0
+
+    def counters(self) -> dict[str, int]:
+        """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""
+        return {"tempfail_without_session": self.tempfail_without_session}
+
+    def parse(self, raw: bytes) -> Sequence[DeliveryEvent]:
+        if self._held is not None:
+            return self._after_held(raw)
+        if (b" mta " not in raw and b" mda " not in raw and b"relay: " not in raw
+                and b"delivery: " not in raw):
+            return ()
+        header = parse_header(raw.decode("utf-8", "replace"), self._stamps)
+        if header is None:
+            if b" delivery " in raw or b"relay: " in raw:
+                raise LineNotUnderstood("no_header")
+            return ()
+        return self.parse_message(header.time, header.message)
+
+    def parse_message(self, when: float, message: str) -> Sequence[DeliveryEvent]:
+        """The part after the syslog header."""
+        line = _SESSION_LINE.match(message)
+        if line is not None:
+            return self._session_line(when, line.group("sid"), line.group("agent"),
+                                      line.group("what"), line.group("rest") or "")
+        old = _OLD_STYLE.match(message)
+        if old is not None:
+            return self._old_style(when, old)
+        return ()
+
+    def _session_line(self, when: float, sid: str, agent: str, what: str,
+                      rest: str) -> Sequence[DeliveryEvent]:
+        if what in ("delivery", "event=delivery"):
+            match = _DELIVERY.match(rest)
+            if match is None:
+                raise LineNotUnderstood("malformed_delivery")
+            stat = match.group("stat")
+            if len(stat) >= 2 and stat[0] == '"' and stat[-1] == '"':
+                stat = stat[1:-1]
+            return self._delivery(when, sid, match.group("evpid"), match.group("to"),
+                                  match.group("result"), stat)
+        if agent != "mta":
+            return ()
+        if what == "connecting":
+            self._session(sid)
+        elif what == "connected":
+            self._session(sid).connected = True
+        elif what == "disconnected":
+            self._sessions.pop(sid, None)
+        elif what == "error" and rest.startswith("reason="):
+            return self._session_error(when, sid, rest[len("reason="):])
+        return ()
+
+    def _delivery(self, when: float, sid: str | None, evpid: str, to: str, result: str,
+                  stat: str) -> Sequence[DeliveryEvent]:
+        status = STATUS_OF.get(result)
+        if status is None:
+            return ()
+        if sid == NO_SESSION and status == "deferred":
+            self.tempfail_without_session += 1
+            return ()
+        if sid is not None and sid != NO_SESSION:
+            session = self._sessions.get(sid)
+            if session is not None:
+                session.delivered = True
+            else:  # a session that began before the log did
+                self._session(sid).delivered = True
+        if status == "expired":
+            last = self._pending.pop(evpid, None)
+            if last is not None:
+                return (DeliveryEvent(when, MTA, evpid, last.recipient, last.domain, "expired",
+                                      last.code, last.enhanced, last.text),)
+        code, enhanced = stat_reply(stat)
+        event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, code, enhanced, stat)
+        if status == "deferred":
+            self._pending[evpid] = event
+            self._pending.move_to_end(evpid)
+            if len(self._pending) > MAX_PENDING_ENVELOPES:
+                self._pending.popitem(last=False)
+                self.pending_evicted += 1
+        else:
+            self._pending.pop(evpid, None)
+        return (event,)
+
+    def _old_style(self, when: float, match: re.Match[str]) -> Sequence[DeliveryEvent]:
+        fields = match.group("fields")
+        to = _OLD_TO.search(fields)
+        if to is None:
+            raise LineNotUnderstood("malformed_delivery")
+        recipient = to.group("angle") if to.group("angle") is not None else to.group("bare")
+        session = _OLD_SESSION.search(fields)
+        return self._delivery(when, session.group("sid") if session else None,
+                              match.group("evpid"), recipient, match.group("result"),
+                              match.group("stat"))
+
+    def _session_error(self, when: float, sid: str, reason: str) -> Sequence[DeliveryEvent]:
+        session = self._sessions.pop(sid, None)
+        stage = _STAGE_REJECTED.match(reason)
+        code, enhanced = reply_at(reason, stage.end()) if stage else (None, None)
+        event = DeliveryEvent(when, MTA, None, None, None, "deferred", code, enhanced, reason)
+        if stage is not None or (session is not None and not session.connected):
+            return (event,)
+        if session is None or session.delivered:
+            return ()
+        self._held = (sid, event)
+        return ()
+
+    def _after_held(self, raw: bytes) -> Sequence[DeliveryEvent]:
+        """The line after a held session error: its envelopes stand for it, else emit it."""
+        sid, held = self._held  # type: ignore[misc]
+        self._held = None
+        if raw.find(sid.encode()) >= 0 and b" delivery " in raw:
+            return self.parse(raw)
+        return (held, *self.parse(raw))
+
+    def _session(self, sid: str) -> _Session:
+        session = self._sessions.get(sid)
+        if session is None:
+            session = self._sessions[sid] = _Session()
+            if len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        return session
