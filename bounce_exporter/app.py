@@ -6,22 +6,24 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bounce_exporter.classify import Classifier
-from bounce_exporter.config import Config, expand_sources
+from bounce_exporter.config import Config, expand_sources, load_config
 from bounce_exporter.deferrals import DeferralTracker
+from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.metrics import DomainLabels, MetricsCollector, MetricState, deferral_families
 from bounce_exporter.parsers import LineNotUnderstood, make_parser
 from bounce_exporter.persistence import StateKeeper
-from bounce_exporter.pipeline import Pipeline
+from bounce_exporter.pipeline import Feed, Pipeline
 from bounce_exporter.source import FileSource
 from bounce_exporter.wakeup import Wakeup
 from bounce_exporter.web import start_server
@@ -38,47 +40,68 @@ def _reference_time(path: str) -> float | None:
 
 
 class Exporter:
-    """The running exporter: pipeline, metric state, HTTP server and read loop."""
+    """The running exporter: pipeline, metric state, HTTP server and read loop.
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None):
+    Restarts (see ``persistence``): the state file holds the tracker and each source's read
+    position as of the last scrape served; ``start()`` resumes from them, counters from zero.
+    """
+
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None, *,
+                 loader: Callable[[], Config] | None = None):
         self.config = config
+        self.loader = loader  # re-reads the configuration at SIGHUP
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
         self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist))
         self.tracker = DeferralTracker(config.deferral_rules)
-        self.keeper = StateKeeper(config.state_file, self.tracker, self.state)
         self.pipeline = Pipeline(self.classifier, self.state, observers=[self.tracker.observe])
+        self.keeper = StateKeeper(config.state_file, self.tracker, self.state,
+                                  positions=self.pipeline.positions)
         for source in expand_sources(config.sources):
-            self.pipeline.add(
-                FileSource(source.path, from_start=config.from_start,
-                           max_line_bytes=config.max_line_bytes),
-                make_parser(source.format, _reference_time(source.path)),
-            )
+            self._add_source(source.path, source.format)
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
         self.registry = registry
         self.registry.register(MetricsCollector(
-            self.state, extra=[lambda: deferral_families(self.tracker, self.state.lock)]))
+            self.state, extra=[lambda: deferral_families(self.tracker, self.state.lock)],
+            checkpoint=self.keeper))
         self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
         self.server = None
         self.wakeup = Wakeup([feed.source.path for feed in self.pipeline.feeds])
 
+    def _add_source(self, path: str, fmt: str) -> Feed:
+        return self.pipeline.add(
+            FileSource(path, from_start=self.config.from_start,
+                       max_line_bytes=self.config.max_line_bytes),
+            make_parser(fmt, _reference_time(path)),
+        )
+
     def start(self) -> tuple[str, int]:
-        """Restore the state and start serving; return the bound (host, port)."""
-        self.keeper.load()
+        """Restore the state, open the sources where they were left, start serving; return the
+        bound (host, port)."""
+        positions = self.keeper.load()
+        self.pipeline.begin(positions)
+        with self.state.lock:
+            self.keeper.take()  # the starting point, written at the first scrape or save
         self.server = start_server(self.config.listen_address, self.registry,
                                    telemetry_path=self.config.telemetry_path,
-                                   json_routes={"/api/v1/deferrals": self.deferrals_view})
+                                   json_routes={"/api/v1/deferrals": self.deferrals_view},
+                                   web_config_file=self.config.web_config_file)
         host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.path for feed in self.pipeline.feeds))
         return host, port
 
     def run(self) -> int:
-        """Serve and read until stopped (SIGTERM, SIGINT); then flush, save and exit 0."""
+        """Serve and read until stopped (SIGTERM, SIGINT); SIGHUP reloads the configuration.
+        Then save and exit 0."""
         self.start()
         try:
             while not self.stopping.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
                 self.step()
                 self.wakeup.wait(self.config.poll_interval)
         finally:
@@ -86,16 +109,19 @@ class Exporter:
         return 0
 
     def shutdown(self) -> None:
-        """Count what is left (partial last lines), save the state, stop serving. Idempotent."""
+        """Stop serving, write the state of the last scrape, let go of the files. Idempotent.
+
+        Nothing more is read or counted: no scrape could expose it. What was read since the last
+        scrape, a partial last line included, is read again (whole) by the next start."""
         if self.server is None:
             return
-        self.pipeline.pump()
-        self.pipeline.drain()
-        self.keeper.save()
-        self.wakeup.stop()
         self.server.shutdown()
         self.server.server_close()
         self.server = None
+        if not self.keeper.write():
+            self.keeper.write()  # one retry; the previous state file is intact either way
+        self.wakeup.stop()
+        self.pipeline.close()
         log.info("stopped")
 
     def step(self) -> int:
@@ -114,9 +140,80 @@ class Exporter:
         self.stopping.set()
         self.wakeup.wake()
 
+    def request_reload(self, *_: object) -> None:
+        self.reload_requested.set()
+        self.wakeup.wake()
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        if self.loader is None:
+            self.loader = _loader_from_argv()
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    # -- SIGHUP ---------------------------------------------------------------------------------
+
+    def reload(self, config: Config | None = None) -> bool:
+        """Apply a new configuration (re-read by ``loader`` unless given): sources added are
+        followed (from their end, like any first open), sources removed are let go; the poll
+        interval, log level, line limit, domain cap, text rules and deferral rules take effect.
+        The listen address, telemetry path, state file, allow-list and web config file need a
+        restart. A bad configuration is logged and the running one kept."""
+        try:
+            if config is None:
+                if self.loader is None:
+                    log.warning("SIGHUP: no configuration to reload")
+                    return False
+                config = self.loader()
+            classifier = Classifier.load(extra_text_rules=config.text_rules)
+        except ConfigError as err:
+            log.error("reload refused, keeping the running configuration: %s",
+                      "; ".join(err.problems))
+            return False
+        old = self.config
+        for key in ("listen_address", "telemetry_path", "state_file", "domain_allowlist",
+                    "web_config_file"):
+            if getattr(config, key, None) != getattr(old, key, None):
+                log.warning("reload: %s changed; it takes effect at the next restart", key)
+                setattr(config, key, getattr(old, key, None))
+        self.config = config
+        logging.getLogger().setLevel(config.log_level.upper())
+        wanted = {s.path: s.format for s in expand_sources(config.sources)}
+        following = {feed.source.name: feed for feed in self.pipeline.feeds}
+        for name in following.keys() - wanted.keys():
+            log.info("reload: no longer following %s", name)
+            self.pipeline.remove(name)
+        for feed in self.pipeline.feeds:
+            feed.source.max_line_bytes = config.max_line_bytes
+        for path in [p for p in wanted if p not in following]:
+            log.info("reload: following %s", path)
+            self.pipeline.begin_feed(self._add_source(path, wanted[path]))
+        tracker = self.tracker
+        if config.deferral_rules != old.deferral_rules:
+            with self.state.lock:
+                tracker = DeferralTracker(config.deferral_rules)
+                tracker.load_state(self.tracker.to_state())
+        with self.state.lock:
+            self.state.domains.max_domains = config.max_domains
+            self.classifier = self.pipeline.classifier = classifier
+            if tracker is not self.tracker:
+                self.pipeline.observers[:] = [tracker.observe if o == self.tracker.observe else o
+                                              for o in self.pipeline.observers]
+                self.tracker = self.keeper.tracker = tracker
+        self.wakeup.stop()
+        self.wakeup = Wakeup([feed.source.path for feed in self.pipeline.feeds])
+        log.info("configuration reloaded")
+        return True
+
+
+def _loader_from_argv() -> Callable[[], Config]:
+    """Re-read the configuration the way the command line read it at start (for SIGHUP)."""
+    from bounce_exporter import cli
+
+    args = cli.build_parser().parse_args(sys.argv[1:])
+    overrides = {key: value for key, value in vars(args).items()
+                 if key not in ("command", "config_file", "files")}
+    return lambda: load_config(args.config_file, overrides)
 
 
 # -- parse: one JSON object per delivery event ---------------------------------------------------
@@ -174,7 +271,7 @@ def event_record(path: str, lineno: int, event: DeliveryEvent, classifier: Class
 def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> int:
     """Print every delivery event of ``paths`` as JSON Lines; 1 if a file could not be read."""
     classifier = Classifier.load(extra_text_rules=config.text_rules)
-    fmt = config.sources[0].format if config.sources else "postfix"
+    fmt = config.log_format or config.sources[0].format
     status = 0
     for path in paths:
         try:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -56,7 +57,15 @@ class DomainLabels:
 class SourceStats:
     """Self-metrics of one log source."""
 
-    __slots__ = ("lines_read", "not_understood", "last_line_time", "up", "read_errors")
+    __slots__ = (
+        "last_line_time",
+        "lines_read",
+        "not_understood",
+        "read_errors",
+        "rotations",
+        "truncations",
+        "up",
+    )
 
     def __init__(self) -> None:
         self.lines_read = 0
@@ -64,6 +73,8 @@ class SourceStats:
         self.last_line_time = 0.0
         self.up = 0
         self.read_errors = 0
+        self.truncations = 0
+        self.rotations = 0
 
 
 class MetricState:
@@ -105,13 +116,24 @@ class MetricState:
         return stats
 
 
+class Checkpoint(Protocol):
+    """Told about each scrape: ``take()`` under the state lock, with the counters being exposed,
+    then ``write()`` without the lock, before the response goes out (see persistence)."""
+
+    def take(self) -> None: ...
+
+    def write(self) -> bool: ...
+
+
 class MetricsCollector(Collector):
     """Builds the exposition from ``MetricState`` (and extra family builders) at scrape time."""
 
     def __init__(self, state: MetricState,
-                 extra: Iterable[Callable[[], Iterable[Metric]]] = ()):
+                 extra: Iterable[Callable[[], Iterable[Metric]]] = (),
+                 checkpoint: Checkpoint | None = None):
         self.state = state
         self.extra = list(extra)
+        self.checkpoint = checkpoint
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
@@ -121,10 +143,15 @@ class MetricsCollector(Collector):
             expired = dict(state.expired)
             failures = dict(state.failures)
             sources = {name: (s.lines_read, dict(s.not_understood), s.last_line_time, s.up,
-                              s.read_errors) for name, s in state.sources.items()}
+                              s.read_errors, s.truncations, s.rotations)
+                       for name, s in state.sources.items()}
             labelled = state.domains.labelled
             overflowed = state.domains.overflowed_events
             write_errors = state.state_write_errors
+            if self.checkpoint is not None:
+                self.checkpoint.take()
+        if self.checkpoint is not None:
+            self.checkpoint.write()
         yield _counter("bounce_delivery_attempts", "Delivery attempts logged (sent, deferred or "
                        "bounced), per recipient domain.", ["domain"], attempts)
         yield _counter("bounce_deliveries", "Successful deliveries, per recipient domain.",
@@ -157,12 +184,20 @@ def _source_families(sources: dict[str, tuple]) -> Iterator[Metric]:
     last = {(n,): v[2] for n, v in sources.items() if v[2]}
     up = {(n,): v[3] for n, v in sources.items()}
     errors = {(n,): v[4] for n, v in sources.items()}
+    truncations = {(n,): v[5] for n, v in sources.items()}
+    rotations = {(n,): v[6] for n, v in sources.items()}
     yield _counter("bounce_exporter_lines_read", "Log lines read, per source.", ["source"], read)
     yield _counter("bounce_exporter_lines_not_understood", "Log lines skipped, per source and "
                    "reason: a line that looked like a delivery but could not be read, or a line "
                    "over limits.max_line_bytes.", ["source", "reason"], bad)
     yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
                    errors)
+    yield _counter("bounce_exporter_truncations", "Times the log source was found truncated "
+                   "(copytruncate): the rest was read from the copy, then the file from its start.",
+                   ["source"], truncations)
+    yield _counter("bounce_exporter_rotations", "Times the log source's path was found to name "
+                   "another file (rename, delete and recreate, symlink swap).", ["source"],
+                   rotations)
     yield _gauge("bounce_exporter_source_up", "1 while the log source is open and readable.",
                  ["source"], up)
     yield _gauge("bounce_exporter_last_line_timestamp_seconds", "Wall-clock time at which the "

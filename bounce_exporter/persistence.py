@@ -1,9 +1,25 @@
-"""What survives a restart, and when it is saved: the persistent-deferral tracker's state.
+"""What survives a restart, and when it is saved: the deferral tracker's state and each source's read
+position, ``{"version": 1, "deferrals": {...}, "positions": {source: position}}``.
 
-Saved every ``interval`` seconds while something changed, and at shutdown. A failed write (full
-disk, read-only directory) is counted in ``bounce_exporter_state_write_errors_total``, logged, and
-retried at the next interval; serving goes on. A missing, unreadable or corrupt file at start is
-logged by ``statefile`` and the exporter starts empty.
+The rule: **what is saved is what was last exposed.** At each scrape, under the state lock, the
+collector takes a snapshot of the tracker and of every source's *counted* position (where the next
+line not yet counted starts), consistent with the counters it is about to expose; the snapshot is
+written (atomically: ``statefile``) before the response goes out. A restart resumes from there,
+with counters from zero. So every line is in the counters of exactly one lifetime's last served
+scrape: lines counted after the last scrape (never exposed, whether the end is SIGTERM or
+``kill -9``) are read again by the next lifetime, and no exposed line is read twice. The only
+window is a kill between the write and the response reaching Prometheus (lines since the previous
+scrape then lost), or a failed write followed by a kill (lines since the last written snapshot
+counted again).
+
+- At start a snapshot of the starting point (saved positions, or where the tailer began) is taken;
+  it is written at the first scrape, or after ``interval`` seconds, or at shutdown.
+- A failed write (full disk, read-only directory) is counted in
+  ``bounce_exporter_state_write_errors_total``, logged (once until it works again) and retried
+  every ``interval`` seconds and at each scrape; serving goes on.
+- ``save()`` snapshots *now* (counters possibly not yet exposed) and writes it: for tools and tests.
+- A missing, unreadable or corrupt file at start is logged by ``statefile`` and the exporter starts
+  empty; unusable positions are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ from collections.abc import Callable
 
 from bounce_exporter.deferrals import DeferralTracker
 from bounce_exporter.metrics import MetricState
+from bounce_exporter.source import Position
 from bounce_exporter.statefile import read_state, write_state
 
 log = logging.getLogger(__name__)
@@ -25,36 +42,86 @@ SAVE_INTERVAL = 5.0
 
 class StateKeeper:
     def __init__(self, path: str, tracker: DeferralTracker, state: MetricState, *,
+                 positions: Callable[[], dict] | None = None,
                  interval: float = SAVE_INTERVAL, clock: Callable[[], float] = time.monotonic):
         self.path = path
         self.tracker = tracker
         self.state = state
+        self.positions = positions or dict
         self.interval = interval
         self.clock = clock
-        self._last_save = clock()
+        self._last_attempt = clock()
         self._lock: threading.Lock = state.lock
+        self._write_lock = threading.Lock()  # one writer at a time; the newest snapshot wins
+        self._snapshot: dict | None = None
+        self._taken = 0  # sequence number of the newest snapshot
+        self._written = 0  # sequence number of the newest snapshot on disk
+        self._failing = False
 
-    def load(self) -> None:
+    def load(self) -> dict[str, Position]:
+        """Restore the tracker; return the saved read positions by source name."""
         data = read_state(self.path)
-        deferrals = data.get("deferrals") if isinstance(data, dict) else None
+        deferrals = data.get("deferrals")
         if isinstance(deferrals, dict):
             with self._lock:
                 self.tracker.load_state(deferrals)
             log.info("state restored from %s: %d streaks", self.path, self.tracker.tracking())
+        saved = data.get("positions")
+        positions: dict[str, Position] = {}
+        if isinstance(saved, dict):
+            for name, entry in saved.items():
+                position = Position.from_state(entry)
+                if position is None:
+                    log.warning("ignoring the unusable saved position of %s: %r", name, entry)
+                else:
+                    positions[str(name)] = position
+        elif saved is not None:
+            log.warning("ignoring saved positions that are not a mapping")
+        return positions
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def take(self) -> None:
+        """Snapshot the tracker and the counted positions (caller holds the state lock)."""
+        self._taken += 1
+        self._snapshot = {"version": STATE_VERSION, "deferrals": self.tracker.to_state(),
+                          "positions": self.positions()}
+
+    def write(self) -> bool:
+        """Write the newest snapshot unless it is on disk already; False if the write failed."""
+        with self._write_lock:
+            with self._lock:
+                snapshot, taken = self._snapshot, self._taken
+            if snapshot is None or taken <= self._written:
+                return True
+            self._last_attempt = self.clock()
+            try:
+                write_state(self.path, snapshot)
+            except OSError as err:
+                with self._lock:
+                    self.state.state_write_errors += 1
+                level = logging.DEBUG if self._failing else logging.ERROR
+                log.log(level, "cannot save state to %s: %s (will retry)", self.path, err)
+                self._failing = True
+                return False
+            if self._failing:
+                log.info("state saved to %s again", self.path)
+                self._failing = False
+            self._written = taken
+            return True
+
+    @property
+    def unwritten(self) -> bool:
+        return self._snapshot is not None and self._taken > self._written
 
     def maybe_save(self) -> None:
-        if self.clock() - self._last_save >= self.interval:
-            self.save()
+        """Write an unwritten snapshot (the start's, or one whose write failed) once ``interval``
+        seconds have passed since the last attempt."""
+        if self.unwritten and self.clock() - self._last_attempt >= self.interval:
+            self.write()
 
     def save(self) -> bool:
-        self._last_save = self.clock()
+        """Snapshot now and write it."""
         with self._lock:
-            data = {"version": STATE_VERSION, "deferrals": self.tracker.to_state()}
-        try:
-            write_state(self.path, data)
-        except OSError as err:
-            with self._lock:
-                self.state.state_write_errors += 1
-            log.error("cannot save state to %s: %s (will retry)", self.path, err)
-            return False
-        return True
+            self.take()
+        return self.write()

@@ -1,4 +1,9 @@
-"""The read path: log source → lines → per-MTA parser → delivery events → classification → metric state."""
+"""The read path: log source → lines → per-MTA parser → delivery events → classification → metric state.
+
+Each batch of lines is counted, and its position (where the next unread line starts) recorded as the
+feed's ``counted`` position, under the state lock: a snapshot taken under that lock (at a scrape)
+holds counters and positions that match exactly.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 from bounce_exporter.classify import Classifier
 from bounce_exporter.metrics import MetricState
 from bounce_exporter.parsers import LineNotUnderstood, Parser
-from bounce_exporter.source import FileSource
+from bounce_exporter.source import Batch, FileSource, Position
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +27,7 @@ LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are l
 class Feed:
     source: FileSource
     parser: Parser
-    too_long_counted: int = 0
+    counted: Position | None = None  # where the next line not yet counted starts
 
 
 class Pipeline:
@@ -37,10 +42,42 @@ class Pipeline:
         self.feeds: list[Feed] = []
         self._logged: dict[tuple[str, str], int] = defaultdict(int)
 
-    def add(self, source: FileSource, parser: Parser) -> None:
-        self.feeds.append(Feed(source, parser))
+    def add(self, source: FileSource, parser: Parser) -> Feed:
+        feed = Feed(source, parser)
         with self.state.lock:
+            self.feeds.append(feed)
             self.state.source(source.name)
+        return feed
+
+    def begin(self, positions: dict[str, Position] | None = None) -> None:
+        """Open every source at its starting point: its saved position, else the tailer's rule."""
+        positions = positions or {}
+        for feed in self.feeds:
+            self.begin_feed(feed, positions.get(feed.source.name))
+
+    def begin_feed(self, feed: Feed, position: Position | None = None) -> None:
+        start = feed.source.begin(position)
+        with self.state.lock:
+            feed.counted = start
+        self._sync_source_stats(feed)
+
+    def positions(self) -> dict[str, dict]:
+        """Each source's counted position, JSON-ready (caller holds the state lock)."""
+        return {feed.source.name: feed.counted.to_state() for feed in self.feeds
+                if feed.counted is not None}
+
+    def remove(self, name: str) -> None:
+        """Stop following a source (config reload); its series go with it."""
+        for feed in [f for f in self.feeds if f.source.name == name]:
+            feed.source.close()
+            with self.state.lock:
+                self.feeds.remove(feed)
+                self.state.sources.pop(name, None)
+
+    def close(self) -> None:
+        """Let go of every file without counting anything more (shutdown)."""
+        for feed in self.feeds:
+            feed.source.close()
 
     def pump(self) -> int:
         """Read what every source has now; return the number of lines read."""
@@ -55,7 +92,8 @@ class Pipeline:
         return total
 
     def drain(self) -> int:
-        """At shutdown: count each source's held partial line."""
+        """The end of a one-shot read: count each source's held partial line, let go of the files.
+        (``serve`` does not: a partial line at shutdown is read whole by the next start.)"""
         total = 0
         for feed in self.feeds:
             rest = feed.source.close()
@@ -66,16 +104,25 @@ class Pipeline:
         return total
 
     def _count_batch(self, feed: Feed, batch: list[bytes]) -> None:
-        parse = feed.parser.parse
+        parser = feed.parser
+        parse = parser.parse
         classify = self.classifier.classify
+        # A parser may drop, with cheap bytes tests, the lines it would make nothing of (most of
+        # a mail log) before they cost a call each.
+        select = getattr(parser, "select", None)
         found = []
         skipped: dict[str, int] = defaultdict(int)
-        for raw in batch:
+        for raw in batch if select is None else select(batch):
             try:
                 events = parse(raw)
             except LineNotUnderstood as err:
                 skipped[err.reason] += 1
                 self._log_skip(feed.source.name, err.reason, raw)
+                continue
+            except Exception:  # a parser bug must not stop the reading: count, log, go on
+                skipped["parser_error"] += 1
+                log.exception("%s: parser %s failed on %r", feed.source.name,
+                              getattr(feed.parser, "mta", "?"), raw[:300])
                 continue
             for event in events:
                 found.append((event, classify(event.status, event.code, event.enhanced, event.text)))
@@ -86,21 +133,24 @@ class Pipeline:
             stats.last_line_time = self.clock()
             for reason, count in skipped.items():
                 stats.not_understood[reason] += count
+            if isinstance(batch, Batch):
+                if batch.too_long:
+                    stats.not_understood["too_long"] += batch.too_long
+                feed.counted = batch.position
+            record, observers = state.record, self.observers
             for event, classification in found:
-                state.record(event, classification)
-                for observe in self.observers:
+                record(event, classification)
+                for observe in observers:
                     observe(event, classification)
 
     def _sync_source_stats(self, feed: Feed) -> None:
         source = feed.source
-        too_long = source.lines_too_long - feed.too_long_counted
-        feed.too_long_counted = source.lines_too_long
         with self.state.lock:
             stats = self.state.source(source.name)
             stats.up = 1 if source.up else 0
             stats.read_errors = source.read_errors
-            if too_long:
-                stats.not_understood["too_long"] += too_long
+            stats.truncations = source.truncations
+            stats.rotations = source.rotations
 
     def _log_skip(self, source: str, reason: str, raw: bytes) -> None:
         key = (source, reason)

@@ -2,7 +2,9 @@
 
 watchdog's events are only a hint to read sooner: rotation and truncation are decided by stat in
 the source, and the poll interval stays the safety net (inotify misses events on network file
-systems and drops them when its queue overflows).
+systems and drops them when its queue overflows). Watched: the folder of each path and of its
+symlink target (resolved at start); an event on the path, its target, or one of their rotated names
+(``mail.log.1``) wakes the reader.
 """
 
 from __future__ import annotations
@@ -17,14 +19,32 @@ from watchdog.observers import Observer
 log = logging.getLogger(__name__)
 
 
+ROTATED_SEPARATORS = (".", "-", "_")
+
+
+def _concerns(name: str, watched: set[str]) -> bool:
+    """Is ``name`` a watched path or one of its rotated names?"""
+    if name in watched:
+        return True
+    folder, base = os.path.split(name)
+    for path in watched:
+        stem = os.path.basename(path)
+        if (os.path.dirname(path) == folder and base.startswith(stem) and len(base) > len(stem)
+                and base[len(stem)] in ROTATED_SEPARATORS):
+            return True
+    return False
+
+
 class _Hint(FileSystemEventHandler):
     def __init__(self, paths: set[str], event: threading.Event):
         self.paths = paths
         self.event = event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return  # our own reads
         for path in (event.src_path, getattr(event, "dest_path", "")):
-            if path and os.path.abspath(os.fsdecode(path)) in self.paths:
+            if path and _concerns(os.path.abspath(os.fsdecode(path)), self.paths):
                 self.event.set()
                 return
 
@@ -35,7 +55,7 @@ class Wakeup:
     def __init__(self, paths: list[str]):
         self.event = threading.Event()
         self._observer = None
-        watched = {os.path.abspath(p) for p in paths}
+        watched = {os.path.abspath(p) for p in paths} | {os.path.realpath(p) for p in paths}
         folders = sorted({os.path.dirname(p) for p in watched if os.path.isdir(os.path.dirname(p))})
         if not folders:
             return

@@ -74,6 +74,8 @@ def test_exposition_text():
         'bounce_exporter_lines_not_understood_total{reason="malformed_delivery",'
         'source="/var/log/mail.log"} 1.0',
         'bounce_exporter_read_errors_total{source="/var/log/mail.log"} 0.0',
+        'bounce_exporter_truncations_total{source="/var/log/mail.log"} 0.0',
+        'bounce_exporter_rotations_total{source="/var/log/mail.log"} 0.0',
         'bounce_exporter_source_up{source="/var/log/mail.log"} 1.0',
         'bounce_exporter_last_line_timestamp_seconds{source="/var/log/mail.log"} 1.7e+09',
         'bounce_exporter_domains 1.0',

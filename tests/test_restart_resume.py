@@ -1,0 +1,394 @@
+"""Restarts: the read position is saved with what a scrape exposed, and a new lifetime resumes from
+it with counters from zero, so the sum of each lifetime's last scrape is exactly the lines written,
+including lines written, rotated or truncated away while the exporter was down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bounce_exporter.app import Exporter
+from bounce_exporter.config import load_config
+from bounce_exporter.source import FileSource, Position
+
+from .corpus import REPO
+from .helpers import free_port, http_get, samples, value, wait_until
+
+SENT = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q:06X}: to=<u{q}@ok.example>, "
+        "relay=x[1.2.3.4]:25, delay=0.02, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as F{q})\n")
+
+
+class Writer:
+    """Appends numbered delivery lines to whatever file is at the path now."""
+
+    def __init__(self, path):
+        self.path = path
+        self.written = 0
+
+    def write(self, count: int, *, newline: bool = True) -> None:
+        text = "".join(SENT.format(s=(self.written + i) % 60, q=self.written + i)
+                       for i in range(count))
+        with open(self.path, "a") as handle:
+            handle.write(text if newline else text[:-1])
+        self.written += count
+
+
+@pytest.fixture
+def lifetimes(tmp_path):
+    """Start exporters on the same log and state file; each is a lifetime."""
+    started: list[Exporter] = []
+
+    def start(log, **overrides) -> Exporter:
+        config = load_config(None, {"log_files": [str(log)], "listen_address": "127.0.0.1:0",
+                                    "state_file": str(tmp_path / "state.json"), **overrides})
+        exporter = Exporter(config)
+        exporter.start()
+        started.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in started:
+        exporter.shutdown()
+
+
+def scrape(exporter: Exporter) -> dict:
+    port = exporter.server.server_address[1]
+    status, _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    return samples(body)
+
+
+def delivered(found: dict) -> float:
+    return value(found, "bounce_deliveries_total", domain="ok.example") or 0
+
+
+def die(exporter: Exporter) -> None:
+    """What kill -9 leaves: no shutdown code runs (nothing written after the last scrape)."""
+    exporter.server.shutdown()
+    exporter.server.server_close()
+    exporter.server = None
+    exporter.wakeup.stop()
+    exporter.pipeline.close()
+
+
+def test_lines_written_while_down_are_read_once_and_counters_start_from_zero(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    writer = Writer(log)
+    first = lifetimes(log)
+    writer.write(3)
+    first.step()
+    last_scrape_1 = delivered(scrape(first))
+    writer.write(2)
+    first.step()  # counted, never exposed: read again by the next lifetime
+    first.shutdown()
+    writer.write(4)  # while down
+    second = lifetimes(log)
+    second.step()
+    found = scrape(second)
+    assert (last_scrape_1, delivered(found)) == (3, 6)
+    assert value(found, "bounce_exporter_lines_read_total", source=str(log)) == 6
+    assert last_scrape_1 + delivered(found) == writer.written
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert set(state) == {"version", "deferrals", "positions"}
+    assert state["positions"][str(log)]["offset"] == log.stat().st_size
+
+
+def test_kill_9_after_a_scrape_loses_and_doubles_nothing_exposed(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    writer = Writer(log)
+    first = lifetimes(log)
+    writer.write(5)
+    first.step()
+    exposed = [delivered(scrape(first))]
+    writer.write(3)
+    first.step()  # counted after the last scrape, then killed
+    die(first)
+    writer.write(2)
+    second = lifetimes(log)
+    second.step()
+    exposed.append(delivered(scrape(second)))
+    writer.write(1)
+    second.step()
+    die(second)  # killed again, this time without a scrape since start
+    third = lifetimes(log)
+    third.step()
+    exposed.append(delivered(scrape(third)))
+    assert exposed == [5, 5, 1]
+    assert sum(exposed) == writer.written
+
+
+def test_rotation_while_down_reads_the_old_file_to_its_end_then_the_new_one(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    writer = Writer(log)
+    first = lifetimes(log)
+    writer.write(2)
+    first.step()
+    exposed = delivered(scrape(first))
+    first.shutdown()
+    writer.write(3)  # into the old file, after the last scrape
+    os.rename(log, tmp_path / "mail.log.1")
+    writer.write(4)  # the new file
+    second = lifetimes(log)
+    second.step()
+    found = scrape(second)
+    assert exposed + delivered(found) == writer.written == 9
+    assert value(found, "bounce_exporter_rotations_total", source=str(log)) == 0  # seen at start
+
+
+def test_copytruncate_while_down_reads_the_rest_from_the_copy(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    writer = Writer(log)
+    first = lifetimes(log)
+    writer.write(2)
+    first.step()
+    exposed = delivered(scrape(first))
+    first.shutdown()
+    writer.write(3)
+    shutil.copyfile(log, tmp_path / "mail.log.1")
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    writer.write(30)  # regrown beyond the saved offset: told apart by its first bytes
+    second = lifetimes(log)
+    second.step()
+    found = scrape(second)
+    assert exposed + delivered(found) == writer.written == 35
+    assert value(found, "bounce_exporter_truncations_total", source=str(log)) == 1
+
+
+def test_several_rotations_of_every_kind_while_down(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    writer = Writer(log)
+    first = lifetimes(log)
+    writer.write(2)
+    first.step()
+    exposed = delivered(scrape(first))
+    first.shutdown()
+    clock = log.stat().st_mtime_ns
+
+    def tick(path) -> None:  # file times as if each rotation were a second apart
+        nonlocal clock
+        clock += 10**9
+        os.utime(path, ns=(clock, clock))
+
+    writer.write(1)
+    tick(log)
+    os.rename(log, tmp_path / "mail.log.1")  # rename and create
+    writer.write(2)
+    tick(log)
+    shutil.copyfile(log, tmp_path / "mail.log.0-copy")  # copytruncate
+    tick(tmp_path / "mail.log.0-copy")
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    writer.write(3)
+    tick(log)
+    os.rename(tmp_path / "mail.log.1", tmp_path / "mail.log.2")
+    os.rename(log, tmp_path / "mail.log.1")  # rename again
+    writer.write(4)
+    tick(log)
+    second = lifetimes(log)
+    second.step()
+    assert exposed + delivered(scrape(second)) == writer.written == 12
+
+
+def test_a_partial_line_at_shutdown_is_read_whole_by_the_next_start(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    writer = Writer(log)
+    first = lifetimes(log)
+    writer.write(1)
+    writer.write(1, newline=False)
+    first.step()
+    exposed = delivered(scrape(first))
+    first.shutdown()
+    with open(log, "a") as handle:
+        handle.write("\n")
+    second = lifetimes(log)
+    second.step()
+    found = scrape(second)
+    assert (exposed, delivered(found)) == (1, 1)
+    assert value(found, "bounce_exporter_lines_not_understood_total", source=str(log),
+                 reason="malformed_delivery") is None
+
+
+def test_a_saved_position_wins_over_from_start(tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    writer = Writer(log)
+    writer.write(3)
+    first = lifetimes(log, from_start=True)
+    first.step()
+    exposed = delivered(scrape(first))
+    first.shutdown()
+    writer.write(1)
+    second = lifetimes(log, from_start=True)
+    second.step()
+    assert (exposed, delivered(scrape(second))) == (3, 1)
+
+
+def test_the_first_start_saves_where_it_began_so_a_kill_before_any_scrape_loses_nothing(
+        tmp_path, lifetimes):
+    log = tmp_path / "mail.log"
+    writer = Writer(log)
+    writer.write(2)  # before the first start: skipped, as on any first start
+    first = lifetimes(log)
+    first.shutdown()  # no scrape: writes the starting point
+    writer.write(3)
+    second = lifetimes(log)
+    second.step()
+    assert delivered(scrape(second)) == 3
+
+
+def test_unusable_saved_positions_are_ignored_with_a_warning(tmp_path, lifetimes, caplog):
+    log = tmp_path / "mail.log"
+    Writer(log).write(2)
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"version": 1, "positions": {str(log): {"ino": "x", "offset": -1}}}))
+    with caplog.at_level(logging.WARNING):
+        exporter = lifetimes(log)
+    assert "ignoring the unusable saved position" in caplog.text
+    exporter.step()
+    assert delivered(scrape(exporter)) == 0  # a first start: from the end
+
+
+def test_a_reused_inode_with_other_first_bytes_is_not_the_saved_file(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"new file 1\nnew file 2\n")
+    st = log.stat()
+    saved = Position(st.st_dev, st.st_ino, 11, b"old file 1\n", st.st_mtime_ns - 1, str(log))
+    source = FileSource(str(log))
+    source.begin(saved)
+    assert [line for batch in source.read_batches() for line in batch] == [
+        b"new file 1", b"new file 2"]
+    assert source.truncations == 1
+
+
+def test_a_saved_file_deleted_while_down_leaves_the_newer_files_to_read(tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"gone 1\n")
+    st = log.stat()
+    saved = Position(st.st_dev, st.st_ino, 7, b"gone 1\n", st.st_mtime_ns, str(log))
+    os.unlink(log)
+    rotated = tmp_path / "mail.log.1"
+    rotated.write_bytes(b"between\n")
+    os.utime(rotated, ns=(st.st_mtime_ns + 10**9,) * 2)
+    old = tmp_path / "mail.log.2"
+    old.write_bytes(b"older than the saved file\n")
+    os.utime(old, ns=(st.st_mtime_ns - 10**9,) * 2)
+    log.write_bytes(b"live\n")
+    source = FileSource(str(log))
+    source.begin(saved)
+    assert [line for batch in source.read_batches() for line in batch] == [b"between", b"live"]
+
+
+# -- SIGHUP ---------------------------------------------------------------------------------------
+
+
+def test_reload_follows_added_sources_lets_go_of_removed_ones_and_keeps_streaks(tmp_path, lifetimes):
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    one.write_text("")
+    two.write_text("")
+    exporter = lifetimes(one)
+    Writer(one).write(1)
+    exporter.step()
+    new = load_config(None, {"log_files": [str(two)], "listen_address": "127.0.0.1:0",
+                             "state_file": str(tmp_path / "state.json"), "max_domains": 7})
+    assert exporter.reload(new)
+    Writer(two).write(2)
+    exporter.step()
+    found = scrape(exporter)
+    assert value(found, "bounce_exporter_lines_read_total", source=str(two)) == 2
+    assert value(found, "bounce_exporter_lines_read_total", source=str(one)) is None
+    assert delivered(found) == 3
+    assert exporter.state.domains.max_domains == 7
+
+
+def test_sighup_reloads_the_config_file_and_a_bad_one_is_refused(tmp_path):
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    one.write_text("")
+    two.write_text("")
+    config = tmp_path / "config.yml"
+    config.write_text(f"sources: [{one}]\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bounce_exporter", "serve", "--config.file", str(config),
+         "--web.listen-address", f"127.0.0.1:{port}", "--log.poll-interval", "0.1s",
+         "--state.file", str(tmp_path / "state.json")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def lines_read(path) -> float | None:
+        try:
+            return value(samples(http_get(base + "/metrics", timeout=2)[2]),
+                         "bounce_exporter_lines_read_total", source=str(path))
+        except OSError:
+            return None
+
+    try:
+        wait_until(lambda: lines_read(one) == 0, what="the exporter to follow one.log")
+        config.write_text(f"sources: [{one}, {two}]\n")
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: lines_read(two) == 0, what="two.log to be followed after SIGHUP")
+        Writer(two).write(2)
+        wait_until(lambda: lines_read(two) == 2, what="two.log's lines")
+        config.write_text("limits: {max_domains: lots}\n")
+        process.send_signal(signal.SIGHUP)
+        Writer(two).write(1)
+        wait_until(lambda: lines_read(two) == 3, what="reading to go on after a refused reload")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    stderr = process.stderr.read()
+    assert "configuration reloaded" in stderr
+    assert "reload refused" in stderr and "max_domains" in stderr
+
+
+def test_a_live_file_truncated_while_the_rotated_ones_before_it_are_read(tmp_path):
+    """At a resume the live file is opened, then read after the rotated files queued before it;
+    a copytruncate in between is caught before reading it, and its copy is read from byte 0."""
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"old 1\nold 2\n")
+    st = log.stat()
+    saved = Position(st.st_dev, st.st_ino, 6, b"old 1\nold 2\n", st.st_mtime_ns, str(log))
+    os.rename(log, tmp_path / "mail.log.1")
+    log.write_bytes(b"live 1\nlive 2\n")
+    source = FileSource(str(log))
+    source.begin(saved)  # queued: the rest of mail.log.1, then mail.log
+    shutil.copyfile(log, tmp_path / "mail.log.0")  # copytruncate before mail.log is read
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    log.write_bytes(b"after 1\nafter 2\nafter 3\n")
+    assert [line for batch in source.read_batches() for line in batch] == [
+        b"old 2", b"live 1", b"live 2", b"after 1", b"after 2", b"after 3"]
+    assert source.truncations == 1
+
+
+def test_a_copytruncated_original_rotated_away_is_read_after_its_copy_even_in_the_same_tick(
+        tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"a 1\na 2\n")
+    st = log.stat()
+    saved = Position(st.st_dev, st.st_ino, 4, b"a 1\na 2\n", st.st_mtime_ns, str(log))
+    copy = tmp_path / "mail.log.1"
+    shutil.copyfile(log, copy)  # copytruncate while down ...
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    log.write_bytes(b"b 1\n")  # ... written to within the copy's file-time tick ...
+    tick = copy.stat().st_mtime_ns
+    os.utime(log, ns=(tick, tick))
+    os.rename(copy, tmp_path / "mail.log.2")
+    os.rename(log, copy)  # ... then rotated away by renaming
+    log.write_bytes(b"c 1\n")
+    source = FileSource(str(log))
+    source.begin(saved)
+    assert [line for batch in source.read_batches() for line in batch] == [b"a 2", b"b 1", b"c 1"]
