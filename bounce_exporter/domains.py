@@ -9,10 +9,10 @@ def domain_of(recipient: str | None) -> str | None:
     """The recipient's domain, lower-case and IDNA-encoded (A-labels); None without an '@'."""
     if not recipient:
         return None
-    at = recipient.rfind("@")
-    if at < 0 or at == len(recipient) - 1:
+    _, at, domain = recipient.rpartition("@")
+    if not at or not domain:
         return None
-    return normalise_domain(recipient[at + 1 :])
+    return normalise_domain(domain)
 
 
 @lru_cache(maxsize=8192)

@@ -14,12 +14,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-_HEADER = re.compile(
+# Either stamp, as the groups mon, day, hms (BSD) or iso: ``StampReader.time_of()`` reads them.
+# Parsers that match a header and their message in one regex start their pattern with it.
+STAMP = (
     r"(?:(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)?"
     r"|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?))"
-    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[\d+\])?: (?P<msg>.*)",
-    re.DOTALL,
 )
+_HEADER = re.compile(STAMP + r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[\d+\])?: (?P<msg>.*)",
+                     re.DOTALL)
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
@@ -44,23 +46,26 @@ class StampReader:
         self._reference = time.time() if reference is None else reference
         self._year: int | None = None
         self._last_month = 0
-        self._cache_key: tuple[str, str, str] | None = None
-        self._cache_value = 0.0
+        self._hour_key: tuple[str, str, str] | None = None
+        self._hour_start = 0.0
 
     def bsd(self, mon: str, day: str, hms: str) -> float:
-        key = (mon, day, hms)
-        if key == self._cache_key:
-            return self._cache_value
+        """``hms`` is "HH:MM:SS". The start of the hour comes from mktime (local time, DST), once
+        per hour of log; minutes and seconds are added to it."""
+        key = (mon, day, hms[:2])
+        if key != self._hour_key:
+            self._hour_start = self._start_of_hour(mon, day, hms)
+            self._hour_key = key
+        return self._hour_start + int(hms[3:5]) * 60 + int(hms[6:8])
+
+    def _start_of_hour(self, mon: str, day: str, hms: str) -> float:
         month = _MONTHS[mon]
         if self._year is None:
             self._year = self._first_year(month, int(day), hms)
         elif month < self._last_month and self._last_month - month > 6:
             self._year += 1
         self._last_month = month
-        hour, minute, second = (int(x) for x in hms.split(":"))
-        value = time.mktime((self._year, month, int(day), hour, minute, second, 0, 0, -1))
-        self._cache_key, self._cache_value = key, value
-        return value
+        return time.mktime((self._year, month, int(day), int(hms[:2]), 0, 0, 0, 0, -1))
 
     def _first_year(self, month: int, day: int, hms: str) -> int:
         year = time.localtime(self._reference).tm_year
@@ -72,17 +77,22 @@ class StampReader:
     def iso(stamp: str) -> float:
         return datetime.fromisoformat(stamp).timestamp()
 
+    def time_of(self, mon: str | None, day: str | None, hms: str | None,
+                iso: str | None) -> float | None:
+        """Unix seconds from the groups of ``STAMP``; None for a stamp that names no real time."""
+        try:
+            return self.iso(iso) if iso else self.bsd(mon, day, hms)  # type: ignore[arg-type]
+        except (KeyError, ValueError, OverflowError):
+            return None
+
 
 def parse_header(line: str, stamps: StampReader) -> SyslogLine | None:
     """Split a syslog line into time, host, program and message; None if it has no header."""
     match = _HEADER.match(line)
     if match is None:
         return None
-    try:
-        if match.group("iso"):
-            when = stamps.iso(match.group("iso"))
-        else:
-            when = stamps.bsd(match.group("mon"), match.group("day"), match.group("hms"))
-    except (KeyError, ValueError, OverflowError):
+    mon, day, hms, iso, host, program, message = match.groups()
+    when = stamps.time_of(mon, day, hms, iso)
+    if when is None:
         return None
-    return SyslogLine(when, match.group("host"), match.group("prog"), match.group("msg"))
+    return SyslogLine(when, host, program, message)
