@@ -24,6 +24,7 @@ examples:
   bounce-exporter serve --log.file /var/log/mail.log --web.listen-address 127.0.0.1:39431
   bounce-exporter serve --config.file /etc/bounce-exporter.yml
   bounce-exporter parse /var/log/mail.log.1              one JSON object per delivery event
+  bounce-exporter explain 431                            what a reply code means, what to do
 
 Flags override the config file. Docs: README.md."""
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="address to serve on (default: :39431)")
     serve.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH",
                        help="path of the metrics (default: /metrics)")
+    serve.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                       help="TLS and basic auth, in the exporter-toolkit web config format "
+                            "(default: none, plain HTTP)")
     serve.add_argument("--state.file", dest="state_file", metavar="PATH",
                        help=f"state kept across restarts (default: {DEFAULT_STATE_FILE})")
     _common(serve)
@@ -70,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "kind, category, text.")
     parse.add_argument("files", nargs="+", metavar="FILE", help="log file to read")
     _common(parse)
+
+    explain = commands.add_parser(
+        "explain",
+        help="explain an SMTP reply, log line or code: meaning, soft or hard, what to do about it",
+        description="Explain a reply, a log line or a bare code (431, 4.3.1): its meaning, soft or "
+                    "hard (judged from the reply), category, severity, what the sender and the "
+                    "recipient's admin can do, and what the MTA does next.")
+    explain.add_argument("explain_text", nargs="+", metavar="TEXT",
+                         help="the reply or log line (several words are joined; '-' reads stdin)")
+    explain.add_argument("--json", dest="explain_json", action="store_true",
+                         help="print one JSON object (parse's keys where they apply)")
+    explain.add_argument("--config.file", dest="config_file", metavar="PATH",
+                         help="YAML configuration file: its classification.text_rules apply")
     return parser
 
 
@@ -83,21 +100,30 @@ def _report(err: ConfigError) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in vars(args).items()
-                 if key not in ("command", "config_file", "files")}
+                 if key not in ("command", "config_file", "files", "explain_text", "explain_json")}
     try:
         config = load_config(args.config_file, overrides)
     except ConfigError as err:
         return _report(err)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args, config)
+    except ConfigError as err:  # problems only found when the catalog and rules are loaded
+        return _report(err)
+
+
+def _run(args: argparse.Namespace, config) -> int:
     from bounce_exporter import app  # after the flags: --help stays fast
 
     if args.command == "parse":
         return app.parse_files(args.files, config, sys.stdout, sys.stderr)
-    try:
-        exporter = app.Exporter(config)
-    except ConfigError as err:
-        return _report(err)
+    if args.command == "explain":
+        from bounce_exporter.explain import run_explain
+
+        return run_explain(args.explain_text, config.text_rules, as_json=args.explain_json,
+                           out=sys.stdout, err=sys.stderr)
+    exporter = app.Exporter(config)
     exporter.install_signal_handlers()
     try:
         return exporter.run()

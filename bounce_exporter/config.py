@@ -10,6 +10,7 @@ Every problem found is collected and reported together (``ConfigError``), each n
     web:
       listen_address: ":39431"
       telemetry_path: /metrics
+      config_file: web-config.yml  # TLS and basic auth (exporter-toolkit format; webconfig)
     limits:
       max_domains: 500             # distinct domain label values; later domains count as "other"
       domain_allowlist: []         # domains that always get their own series
@@ -34,6 +35,7 @@ from bounce_exporter.durations import parse_duration
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.parsers import PARSERS
 from bounce_exporter.web import parse_listen_address
+from bounce_exporter.webconfig import load_web_config
 
 DEFAULT_LOG_FILES = ("/var/log/mail.log", "/var/log/maillog")
 DEFAULT_STATE_FILE = "/var/lib/bounce-exporter/state.json"
@@ -41,7 +43,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 TOP_KEYS = {"sources", "from_start", "poll_interval", "web", "limits", "state_file",
             "persistent_deferrals", "classification", "log_level"}
-WEB_KEYS = {"listen_address", "telemetry_path"}
+WEB_KEYS = {"listen_address", "telemetry_path", "config_file"}
 LIMIT_KEYS = {"max_domains", "domain_allowlist", "max_line_bytes"}
 SOURCE_KEYS = {"path", "format"}
 CLASSIFICATION_KEYS = {"text_rules"}
@@ -56,10 +58,12 @@ class SourceConfig:
 @dataclass
 class Config:
     sources: list[SourceConfig] = field(default_factory=list)
+    log_format: str | None = None  # --log.format: overrides every source's format
     from_start: bool = False
     poll_interval: float = 1.0
     listen_address: str = ":39431"
     telemetry_path: str = "/metrics"
+    web_config_file: str | None = None  # TLS and basic auth; see bounce_exporter.webconfig
     log_level: str = "info"
     max_domains: int = 500
     domain_allowlist: tuple[str, ...] = ()
@@ -83,6 +87,8 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
     if not config.sources:
         existing = [p for p in DEFAULT_LOG_FILES if os.path.exists(p)]
         config.sources = [SourceConfig(existing[0] if existing else DEFAULT_LOG_FILES[0])]
+    if config.log_format is not None:  # --log.format applies to every source
+        config.sources = [SourceConfig(s.path, config.log_format) for s in config.sources]
     _check(config, problems)
     if problems:
         raise ConfigError(problems)
@@ -144,6 +150,8 @@ def _apply_file(config: Config, raw: dict, where: str, problems: list[str]) -> N
     web = _section(raw, "web", WEB_KEYS, where, problems)
     config.listen_address = str(web.get("listen_address", config.listen_address))
     config.telemetry_path = str(web.get("telemetry_path", config.telemetry_path))
+    if web.get("config_file"):
+        config.web_config_file = str(web["config_file"])
     limits = _section(raw, "limits", LIMIT_KEYS, where, problems)
     if "max_domains" in limits:
         config.max_domains = _int(limits["max_domains"], f"{where}: limits.max_domains", problems)
@@ -194,7 +202,7 @@ def _apply_overrides(config: Config, overrides: dict[str, Any], problems: list[s
             config.sources = [SourceConfig(p, config.sources[0].format if config.sources else
                                            "postfix") for p in value]
         elif key == "log_format":
-            config.sources = [SourceConfig(s.path, value) for s in config.sources]
+            config.log_format = value
         elif key == "poll_interval":
             config.poll_interval = _duration(value, "--log.poll-interval", problems)
         else:
@@ -213,6 +221,11 @@ def _check(config: Config, problems: list[str]) -> None:
     if not config.telemetry_path.startswith("/") or config.telemetry_path in ("/", "/-/healthy"):
         problems.append(f"web.telemetry_path / --web.telemetry-path: {config.telemetry_path!r} "
                         "must be a path such as /metrics")
+    if config.web_config_file:
+        try:
+            load_web_config(config.web_config_file)
+        except ConfigError as err:
+            problems.extend(err.problems)
     if config.log_level not in LOG_LEVELS:
         problems.append(f"log_level / --log.level: {config.log_level!r} is not one of "
                         f"{', '.join(LOG_LEVELS)}")

@@ -53,7 +53,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "bad.yml: limits.extra: unknown key (known: domain_allowlist, max_domains, max_line_bytes)",
         "bad.yml: limits.max_domains: must be a whole number of at least 0, not -1",
         "bad.yml: limits.max_line_bytes: must be a whole number of at least 256, not 10",
-        "source /x: unknown format 'qmail' (known: postfix)",
+        "source /x: unknown format 'qmail' (known: auto, exchange, exim, opensmtpd, postfix, sendmail)",
         "web.listen_address / --web.listen-address: not a listen address: 'nowhere' "
         "(use host:port or :port)",
         "web.telemetry_path / --web.telemetry-path: 'metrics' must be a path such as /metrics",
