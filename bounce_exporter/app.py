@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bounce_exporter.classify import Classifier
-from bounce_exporter.config import Config, expand_sources, load_config
+from bounce_exporter.config import Config, expand_sources
 from bounce_exporter.deferrals import DeferralTracker
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
@@ -147,8 +146,6 @@ class Exporter:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        if self.loader is None:
-            self.loader = _loader_from_argv()
         signal.signal(signal.SIGHUP, self.request_reload)
 
     # -- SIGHUP ---------------------------------------------------------------------------------
@@ -204,16 +201,6 @@ class Exporter:
         self.wakeup = Wakeup([feed.source.path for feed in self.pipeline.feeds])
         log.info("configuration reloaded")
         return True
-
-
-def _loader_from_argv() -> Callable[[], Config]:
-    """Re-read the configuration the way the command line read it at start (for SIGHUP)."""
-    from bounce_exporter import cli
-
-    args = cli.build_parser().parse_args(sys.argv[1:])
-    overrides = {key: value for key, value in vars(args).items()
-                 if key not in ("command", "config_file", "files")}
-    return lambda: load_config(args.config_file, overrides)
 
 
 # -- parse: one JSON object per delivery event ---------------------------------------------------

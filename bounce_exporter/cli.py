@@ -101,19 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in vars(args).items()
                  if key not in ("command", "config_file", "files", "explain_text", "explain_json")}
+    def loader():  # also re-reads the configuration at SIGHUP
+        return load_config(args.config_file, overrides)
+
     try:
-        config = load_config(args.config_file, overrides)
+        config = loader()
     except ConfigError as err:
         return _report(err)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args, config)
+        return _run(args, config, loader)
     except ConfigError as err:  # problems only found when the catalog and rules are loaded
         return _report(err)
 
 
-def _run(args: argparse.Namespace, config) -> int:
+def _run(args: argparse.Namespace, config, loader) -> int:
     from bounce_exporter import app  # after the flags: --help stays fast
 
     if args.command == "parse":
@@ -123,7 +126,7 @@ def _run(args: argparse.Namespace, config) -> int:
 
         return run_explain(args.explain_text, config.text_rules, as_json=args.explain_json,
                            out=sys.stdout, err=sys.stderr)
-    exporter = app.Exporter(config)
+    exporter = app.Exporter(config, loader=loader)
     exporter.install_signal_handlers()
     try:
         return exporter.run()

@@ -431,7 +431,8 @@ class DeferralTracker:
     def _push(self, key: _Key, streak: Streak, rule: DeferralRule) -> None:
         heapq.heappush(self._deadlines, (streak.last + rule.clear_after, streak.last, key))
         heapq.heappush(self._oldest, (streak.last, key))
-        if len(self._oldest) > 4 * len(self._streaks) + 64:
+        bound = 4 * len(self._streaks) + 64  # eviction pops _oldest only: check both heaps
+        if len(self._oldest) > bound or len(self._deadlines) > bound:
             self._compact()
 
     def _compact(self) -> None:

@@ -178,6 +178,8 @@ def start_server(address: str, registry: CollectorRegistry, *, telemetry_path: s
     server.json_routes = dict(json_routes or {})
     server.web_config = web_config or WebConfig()
     server.auth = server.web_config.authenticator()
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    # a short poll interval: shutdown() waits up to one interval for the serving thread
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="http", daemon=True)
     thread.start()
     return server

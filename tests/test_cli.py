@@ -151,17 +151,27 @@ def test_kill_9_keeps_the_flag_and_its_since(tmp_path):
         assert second.wait(timeout=30) == 0
 
 
-def test_sigterm_counts_the_partial_last_line_and_exits_0(tmp_path):
+def test_sigterm_exits_0_and_the_next_start_reads_the_partial_line_once(tmp_path):
     log = tmp_path / "mail.log"
     log.write_text("")
     process, base = start_serve(tmp_path, log)
     line = REAL_LOG.read_text().splitlines()[14]  # a delivery to ok.example
     with log.open("a") as handle:
-        handle.write(line)  # no newline yet
+        handle.write(line)  # no newline yet: not a line until it is finished
     wait_until(lambda: value(scrape(base), "bounce_exporter_lines_read_total", source=str(log)) == 0)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert "stopped" in process.stderr.read()
+    with log.open("a") as handle:
+        handle.write("\n")
+    process, base = start_serve(tmp_path, log)
+    try:
+        found = wait_until(lambda: (f := scrape(base)) and value(
+            f, "bounce_exporter_lines_read_total", source=str(log)) == 1 and f)
+        assert value(found, "bounce_deliveries_total", domain="ok.example") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
 
 
 @pytest.mark.e2e
