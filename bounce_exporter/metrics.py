@@ -60,6 +60,7 @@ class SourceStats:
     __slots__ = (
         "last_line_time",
         "lines_read",
+        "not_attempts",
         "not_understood",
         "read_errors",
         "rotations",
@@ -70,11 +71,19 @@ class SourceStats:
     def __init__(self) -> None:
         self.lines_read = 0
         self.not_understood: dict[str, int] = defaultdict(int)
+        self.not_attempts: dict[str, int] = {}  # the parser's counters(): lines that are no attempt
         self.last_line_time = 0.0
         self.up = 0
         self.read_errors = 0
         self.truncations = 0
         self.rotations = 0
+
+    def copy(self) -> SourceStats:
+        twin = SourceStats()
+        for name in self.__slots__:
+            value = getattr(self, name)
+            setattr(twin, name, dict(value) if isinstance(value, dict) else value)
+        return twin
 
 
 class MetricState:
@@ -142,9 +151,7 @@ class MetricsCollector(Collector):
             deliveries = dict(state.deliveries)
             expired = dict(state.expired)
             failures = dict(state.failures)
-            sources = {name: (s.lines_read, dict(s.not_understood), s.last_line_time, s.up,
-                              s.read_errors, s.truncations, s.rotations)
-                       for name, s in state.sources.items()}
+            sources = {name: stats.copy() for name, stats in state.sources.items()}
             labelled = state.domains.labelled
             overflowed = state.domains.overflowed_events
             write_errors = state.state_write_errors
@@ -178,18 +185,26 @@ class MetricsCollector(Collector):
             yield from build()
 
 
-def _source_families(sources: dict[str, tuple]) -> Iterator[Metric]:
-    read = {(n,): v[0] for n, v in sources.items()}
-    bad = {(n, reason): count for n, v in sources.items() for reason, count in v[1].items()}
-    last = {(n,): v[2] for n, v in sources.items() if v[2]}
-    up = {(n,): v[3] for n, v in sources.items()}
-    errors = {(n,): v[4] for n, v in sources.items()}
-    truncations = {(n,): v[5] for n, v in sources.items()}
-    rotations = {(n,): v[6] for n, v in sources.items()}
+def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
+    def per_source(field: str) -> dict:
+        return {(name,): getattr(stats, field) for name, stats in sources.items()}
+
+    def per_reason(field: str) -> dict:
+        return {(name, reason): count for name, stats in sources.items()
+                for reason, count in getattr(stats, field).items()}
+
+    read, errors, up = per_source("lines_read"), per_source("read_errors"), per_source("up")
+    truncations, rotations = per_source("truncations"), per_source("rotations")
+    bad, not_attempts = per_reason("not_understood"), per_reason("not_attempts")
+    last = {key: value for key, value in per_source("last_line_time").items() if value}
     yield _counter("bounce_exporter_lines_read", "Log lines read, per source.", ["source"], read)
     yield _counter("bounce_exporter_lines_not_understood", "Log lines skipped, per source and "
                    "reason: a line that looked like a delivery but could not be read, or a line "
                    "over limits.max_line_bytes.", ["source", "reason"], bad)
+    yield _counter("bounce_exporter_lines_not_attempts", "Log lines about deliveries that are not "
+                   "attempts to reach a server, per source and reason (Exim's retry time not "
+                   "reached, OpenSMTPD's session-less temporary failures, Sendmail's queued-only).",
+                   ["source", "reason"], not_attempts)
     yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
                    errors)
     yield _counter("bounce_exporter_truncations", "Times the log source was found truncated "

@@ -151,6 +151,9 @@ class Pipeline:
             stats.read_errors = source.read_errors
             stats.truncations = source.truncations
             stats.rotations = source.rotations
+            counters = getattr(feed.parser, "counters", None)
+            if counters is not None:
+                stats.not_attempts = dict(counters())
 
     def _log_skip(self, source: str, reason: str, raw: bytes) -> None:
         key = (source, reason)

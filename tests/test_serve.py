@@ -151,3 +151,15 @@ def test_a_failed_state_write_is_counted_and_serving_goes_on(tmp_path, running):
     found = scrape(base)
     assert value(found, "bounce_exporter_state_write_errors_total") == 2
     assert value(found, "bounce_deliveries_total", domain="ok.example") == 1
+
+
+def test_exim_lines_that_reached_no_server_are_counted_apart(tmp_path, running):
+    log = tmp_path / "exim.log"
+    shutil.copy(CORPUS / "real" / "exim-3min.log", log)
+    exporter, base = running(log, from_start=True, log_format="exim")
+    exporter.step()
+    found = scrape(base)
+    assert value(found, "bounce_exporter_lines_not_attempts_total", source=str(log),
+                 reason="retry_not_reached") == 341
+    assert value(found, "bounce_exporter_lines_read_total", source=str(log)) == len(
+        log.read_bytes().splitlines())
