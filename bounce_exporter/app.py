@@ -15,15 +15,17 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bounce_exporter.classify import Classifier
-from bounce_exporter.config import Config, expand_sources
+from bounce_exporter.config import Config, SourceConfig, expand_sources
 from bounce_exporter.deferrals import DeferralTracker
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.journal import JournalSource
 from bounce_exporter.metrics import DomainLabels, MetricsCollector, MetricState, deferral_families
 from bounce_exporter.parsers import LineNotUnderstood, make_parser
 from bounce_exporter.persistence import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
 from bounce_exporter.source import FileSource
+from bounce_exporter.streams import CatchUpSource, StdinSource, is_stdin
 from bounce_exporter.wakeup import Wakeup
 from bounce_exporter.web import start_server
 
@@ -55,8 +57,8 @@ class Exporter:
         self.pipeline = Pipeline(self.classifier, self.state, observers=[self.tracker.observe])
         self.keeper = StateKeeper(config.state_file, self.tracker, self.state,
                                   positions=self.pipeline.positions)
-        for source in expand_sources(config.sources):
-            self._add_source(source.path, source.format)
+        for source in expand_sources(config.sources, config.from_start):
+            self._add_source(source)
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
@@ -67,19 +69,50 @@ class Exporter:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.server = None
-        self.wakeup = Wakeup([feed.source.path for feed in self.pipeline.feeds])
+        self.wakeup = Wakeup(self._watched())
 
-    def _add_source(self, path: str, fmt: str) -> Feed:
+    def _watched(self) -> list[str]:
+        """Files to watch; journal and stdin sources wake the loop themselves."""
+        return [feed.source.path for feed in self.pipeline.feeds if feed.source.path]
+
+    def _wake(self) -> None:
+        self.wakeup.wake()  # the current Wakeup (replaced at reload)
+
+    def _add_source(self, source: SourceConfig) -> Feed:
+        path, limit = source.path, self.config.max_line_bytes
+        reader: object
+        if source.journal is not None:
+            j = source.journal
+            reader = JournalSource(j.units, j.identifier, namespace=j.namespace,
+                                   directory=j.directory, from_start=self.config.from_start,
+                                   max_line_bytes=limit, on_data=self._wake)
+            return self.pipeline.add(reader, make_parser(source.format, None))  # type: ignore[arg-type]
+        if is_stdin(path):
+            reader = StdinSource(name=path, max_line_bytes=limit, on_data=self._wake)
+            return self.pipeline.add(reader, make_parser(source.format, None))  # type: ignore[arg-type]
+        if source.catch_up_of is not None:
+            reader = CatchUpSource(path, max_line_bytes=limit, live_path=source.catch_up_of or None)
+            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path)))  # type: ignore[arg-type]
         return self.pipeline.add(
-            FileSource(path, from_start=self.config.from_start,
-                       max_line_bytes=self.config.max_line_bytes),
-            make_parser(fmt, _reference_time(path)),
+            FileSource(path, from_start=self.config.from_start, max_line_bytes=limit),
+            make_parser(source.format, _reference_time(path)),
         )
+
+    def _saved_positions(self) -> dict:
+        """The keeper's file positions and journal cursors; catch-up files not begun while their
+        live file has a position are an earlier lifetime's: skipped."""
+        positions: dict = dict(self.keeper.load())
+        for feed in self.pipeline.feeds:
+            source = feed.source
+            if (isinstance(source, CatchUpSource) and source.name not in positions
+                    and source.live_path in positions):
+                source.skip = True
+        return positions
 
     def start(self) -> tuple[str, int]:
         """Restore the state, open the sources where they were left, start serving; return the
         bound (host, port)."""
-        positions = self.keeper.load()
+        positions = self._saved_positions()
         self.pipeline.begin(positions)
         with self.state.lock:
             self.keeper.take()  # the starting point, written at the first scrape or save
@@ -89,7 +122,7 @@ class Exporter:
                                    web_config_file=self.config.web_config_file)
         host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
-                 ", ".join(feed.source.path for feed in self.pipeline.feeds))
+                 ", ".join(feed.source.name for feed in self.pipeline.feeds))
         return host, port
 
     def run(self) -> int:
@@ -175,16 +208,17 @@ class Exporter:
                 setattr(config, key, getattr(old, key, None))
         self.config = config
         logging.getLogger().setLevel(config.log_level.upper())
-        wanted = {s.path: s.format for s in expand_sources(config.sources)}
+        expanded = expand_sources(config.sources, config.from_start)
+        wanted = {s.path: s for s in expanded if s.catch_up_of is None}  # rotated: at start only
         following = {feed.source.name: feed for feed in self.pipeline.feeds}
-        for name in following.keys() - wanted.keys():
+        for name in following.keys() - {s.path for s in expanded}:
             log.info("reload: no longer following %s", name)
             self.pipeline.remove(name)
         for feed in self.pipeline.feeds:
             feed.source.max_line_bytes = config.max_line_bytes
         for path in [p for p in wanted if p not in following]:
             log.info("reload: following %s", path)
-            self.pipeline.begin_feed(self._add_source(path, wanted[path]))
+            self.pipeline.begin_feed(self._add_source(wanted[path]))
         tracker = self.tracker
         if config.deferral_rules != old.deferral_rules:
             with self.state.lock:
@@ -198,7 +232,7 @@ class Exporter:
                                               for o in self.pipeline.observers]
                 self.tracker = self.keeper.tracker = tracker
         self.wakeup.stop()
-        self.wakeup = Wakeup([feed.source.path for feed in self.pipeline.feeds])
+        self.wakeup = Wakeup(self._watched())
         log.info("configuration reloaded")
         return True
 
@@ -218,7 +252,14 @@ def iter_file_events(path: str, fmt: str, max_line_bytes: int
         raise OSError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
     with open(path, "rb"):  # raises PermissionError before anything is printed
         pass
-    source = FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
+    source: FileSource | CatchUpSource
+    if path.endswith(".gz"):  # a rotated, compressed log: read through gzip
+        source = CatchUpSource(path, max_line_bytes=max_line_bytes)
+        source.begin()
+        if source.read_errors:
+            raise OSError(f"{path}: not a readable gzip file")
+    else:
+        source = FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
     parser = make_parser(fmt, _reference_time(path))
     lineno = 0
     for batch in _chain(source.read_batches(), source):
@@ -236,7 +277,8 @@ def iter_file_events(path: str, fmt: str, max_line_bytes: int
                     max_line_bytes)
 
 
-def _chain(batches: Iterator[list[bytes]], source: FileSource) -> Iterator[list[bytes]]:
+def _chain(batches: Iterator[list[bytes]], source: FileSource | CatchUpSource
+           ) -> Iterator[list[bytes]]:
     yield from batches
     rest = source.close()
     if rest:

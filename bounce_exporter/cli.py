@@ -23,6 +23,8 @@ examples:
   bounce-exporter serve                                  follow /var/log/mail.log, serve :39431
   bounce-exporter serve --log.file /var/log/mail.log --web.listen-address 127.0.0.1:39431
   bounce-exporter serve --config.file /etc/bounce-exporter.yml
+  bounce-exporter serve --log.journal postfix@-.service   follow Postfix in the systemd journal
+  tail -F /var/log/mail.log | bounce-exporter serve --log.file -
   bounce-exporter parse /var/log/mail.log.1              one JSON object per delivery event
   bounce-exporter explain 431                            what a reply code means, what to do
 
@@ -50,8 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Follow mail logs and serve Prometheus metrics on /metrics.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     serve.add_argument("--log.file", dest="log_files", action="append", metavar="PATH",
-                       help="mail log to follow; repeatable, globs allowed (default: the first of "
+                       help="mail log to follow ('-': standard input); repeatable, globs "
+                            "allowed, rotated and .gz matches read once with --log.from-start "
+                            "(default: the first of "
                             f"{', '.join(DEFAULT_LOG_FILES)} that exists)")
+    serve.add_argument("--log.journal", dest="journal_units", action="append", metavar="UNIT",
+                       help="follow this systemd unit's journal (journalctl); repeatable "
+                            "(default units: postfix@-.service, postfix.service)")
+    serve.add_argument("--log.journal-directory", dest="journal_directory", metavar="DIR",
+                       help="read the journal files of this directory (journalctl --directory) "
+                            "instead of the system journal")
     serve.add_argument("--log.from-start", dest="from_start", action="store_true", default=None,
                        help="read existing log files from the beginning instead of their end")
     serve.add_argument("--log.poll-interval", dest="poll_interval", metavar="DURATION",
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read log files from the start and print one JSON object per delivery event: "
                     "file, line, time, mta, queue_id, recipient, domain, status, code, enhanced, "
                     "kind, category, text.")
-    parse.add_argument("files", nargs="+", metavar="FILE", help="log file to read")
+    parse.add_argument("files", nargs="+", metavar="FILE", help="log file to read (.gz too)")
     _common(parse)
 
     explain = commands.add_parser(

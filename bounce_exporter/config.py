@@ -5,6 +5,9 @@ Every problem found is collected and reported together (``ConfigError``), each n
     sources:                       # log files to follow; globs allowed
       - path: /var/log/mail.log
         format: postfix
+      - path: "-"                  # standard input (a pipe, a container sidecar)
+      - journal: {unit: postfix@-.service}  # or {identifier: postfix}; default units: {}
+        format: postfix            # journal also takes namespace: NS or directory: DIR
     from_start: false              # read existing files from the beginning
     poll_interval: 1s              # safety-net poll; file events wake the reader sooner
     web:
@@ -23,6 +26,7 @@ Every problem found is collected and reported together (``ConfigError``), each n
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from dataclasses import dataclass, field
@@ -45,14 +49,27 @@ TOP_KEYS = {"sources", "from_start", "poll_interval", "web", "limits", "state_fi
             "persistent_deferrals", "classification", "log_level"}
 WEB_KEYS = {"listen_address", "telemetry_path", "config_file"}
 LIMIT_KEYS = {"max_domains", "domain_allowlist", "max_line_bytes"}
-SOURCE_KEYS = {"path", "format"}
+SOURCE_KEYS = {"path", "format", "journal"}
+JOURNAL_KEYS = {"unit", "identifier", "namespace", "directory"}
 CLASSIFICATION_KEYS = {"text_rules"}
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """A journal source (bounce_exporter.journal): units, or a syslog identifier, to follow."""
+
+    units: tuple[str, ...] = ()  # none and no identifier: the default units
+    identifier: str | None = None
+    namespace: str | None = None
+    directory: str | None = None  # journal files to read (journalctl --directory)
 
 
 @dataclass
 class SourceConfig:
-    path: str
+    path: str  # a file, a glob, "-" (standard input), or a journal source's name
     format: str = "postfix"
+    journal: JournalConfig | None = None
+    catch_up_of: str | None = None  # a rotated file read once before this live file
 
 
 @dataclass
@@ -88,21 +105,61 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
         existing = [p for p in DEFAULT_LOG_FILES if os.path.exists(p)]
         config.sources = [SourceConfig(existing[0] if existing else DEFAULT_LOG_FILES[0])]
     if config.log_format is not None:  # --log.format applies to every source
-        config.sources = [SourceConfig(s.path, config.log_format) for s in config.sources]
+        config.sources = [dataclasses.replace(s, format=config.log_format) for s in config.sources]
     _check(config, problems)
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def expand_sources(sources: list[SourceConfig]) -> list[SourceConfig]:
-    """Expand globs; a pattern that matches nothing is kept as a path, followed until it appears."""
-    expanded = []
+def expand_sources(sources: list[SourceConfig], from_start: bool = False) -> list[SourceConfig]:
+    """Expand globs; a pattern that matches nothing is kept as a path, followed until it appears.
+
+    Among a glob's matches, rotated names of another match (``mail.log.1``, ``mail.log.2.gz`` beside
+    ``mail.log``) and ``.gz`` files are not followed: with ``from_start`` they are read once
+    (``catch_up_of``), oldest first (``.N`` descending, dated names ascending) before their live
+    file; without it they are left out (the live file's tailer reads what rotates from now on)."""
+    expanded: list[SourceConfig] = []
     for source in sources:
-        matches = sorted(glob.glob(source.path)) if glob.has_magic(source.path) else []
-        for path in matches or [source.path]:
+        if source.journal is not None or not glob.has_magic(source.path):
+            expanded.append(source)
+            continue
+        matches = sorted(glob.glob(source.path))
+        if not matches:
+            expanded.append(source)
+            continue
+        live = [m for m in matches if _live_of(m, matches) is None and not m.endswith(".gz")]
+        for path in live:
+            if from_start:
+                rotated = sorted((m for m in matches if _live_of(m, matches) == path),
+                                 key=lambda m, p=path: _age_key(m, p))
+                expanded += [SourceConfig(m, source.format, catch_up_of=path) for m in rotated]
             expanded.append(SourceConfig(path, source.format))
+        if from_start:  # .gz files whose live file is not among the matches: read once too
+            expanded += [SourceConfig(m, source.format, catch_up_of="")
+                         for m in matches if m.endswith(".gz") and _live_of(m, matches) is None]
     return expanded
+
+
+def _live_of(path: str, matches: list[str]) -> str | None:
+    """The match ``path`` is a rotated name of (the longest such name), or None."""
+    found = None
+    for other in matches:
+        if (other != path and path.startswith(other) and path[len(other)] in ".-_"
+                and os.path.dirname(other) == os.path.dirname(path)
+                and (found is None or len(other) > len(found))):
+            found = other
+    return found
+
+
+def _age_key(path: str, live: str) -> tuple:
+    """Sorts rotated names oldest first: mail.log.10.gz, mail.log.2.gz, mail.log.1; dated names
+    (mail.log-20260101) in ascending order."""
+    suffix = path[len(live) + 1:]
+    suffix = suffix.removesuffix(".gz")
+    if suffix.isdigit() and len(suffix) < 6:  # a rotation number, not a date (dateext)
+        return (0, -int(suffix), path)
+    return (1, 0, suffix)
 
 
 def _read_yaml(path: str, problems: list[str]) -> dict[str, Any]:
@@ -185,23 +242,78 @@ def _sources(value: Any, where: str, problems: list[str]) -> list[SourceConfig]:
     for i, item in enumerate(value):
         if isinstance(item, str):
             item = {"path": item}
-        if not isinstance(item, dict) or "path" not in item:
-            problems.append(f"{where}: sources[{i}]: needs a path")
+        if not isinstance(item, dict) or ("path" in item) == ("journal" in item):
+            problems.append(f"{where}: sources[{i}]: needs a path or a journal (not both)")
             continue
         for unknown in sorted(set(item) - SOURCE_KEYS):
-            problems.append(f"{where}: sources[{i}].{unknown}: unknown key (known: format, path)")
-        sources.append(SourceConfig(str(item["path"]), str(item.get("format", "postfix"))))
+            known = "format, journal" if "journal" in item else "format, path"
+            problems.append(f"{where}: sources[{i}].{unknown}: unknown key (known: {known})")
+        fmt = str(item.get("format", "postfix"))
+        if "journal" in item:
+            journal = _journal(item["journal"], f"{where}: sources[{i}].journal", problems)
+            if journal is not None:
+                sources.append(journal_source(journal, fmt))
+            continue
+        sources.append(SourceConfig(str(item["path"]), fmt))
     return sources
 
 
+def journal_source(journal: JournalConfig, fmt: str = "postfix") -> SourceConfig:
+    from bounce_exporter.journal import source_name
+
+    name = source_name(journal.units, journal.identifier, journal.namespace, journal.directory)
+    return SourceConfig(name, fmt, journal=journal)
+
+
+def _journal(value: Any, where: str, problems: list[str]) -> JournalConfig | None:
+    """``{unit: U or [U, ...]}``, ``{identifier: I}``, ``{}`` (the default units); with
+    ``namespace`` or ``directory``."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        problems.append(f"{where}: must be a mapping such as {{unit: postfix@-.service}}")
+        return None
+    for unknown in sorted(set(value) - JOURNAL_KEYS):
+        problems.append(f"{where}.{unknown}: unknown key (known: {', '.join(sorted(JOURNAL_KEYS))})")
+    units = value.get("unit", [])
+    units = [units] if isinstance(units, str) else units
+    if not isinstance(units, list) or not all(isinstance(u, str) and u for u in units):
+        problems.append(f"{where}.unit: must be a unit name or a list of them")
+        return None
+    fields = {}
+    for key in ("identifier", "namespace", "directory"):
+        if value.get(key) is not None:
+            if not isinstance(value[key], str) or not value[key]:
+                problems.append(f"{where}.{key}: must be a non-empty string")
+                return None
+            fields[key] = value[key]
+    if units and "identifier" in fields:
+        problems.append(f"{where}: unit and identifier: give one of them")
+        return None
+    if "namespace" in fields and "directory" in fields:
+        problems.append(f"{where}: namespace and directory: give one of them")
+        return None
+    return JournalConfig(tuple(units), **fields)
+
+
 def _apply_overrides(config: Config, overrides: dict[str, Any], problems: list[str]) -> None:
+    files, units = overrides.get("log_files"), overrides.get("journal_units")
+    directory = overrides.get("journal_directory")
+    journals = [s for s in config.sources if s.journal is not None]
+    if files is None and units is None and directory is not None and journals:
+        config.sources = [journal_source(dataclasses.replace(s.journal, directory=directory,
+                                                             namespace=None), s.format)
+                          if s.journal is not None else s for s in config.sources]
+    elif files is not None or units is not None or directory is not None:  # replace the list
+        fmt = config.sources[0].format if config.sources else "postfix"
+        flagged = [SourceConfig(p, fmt) for p in files or []]
+        if units is not None or directory is not None:
+            flagged += [journal_source(JournalConfig(tuple(units or ()), directory=directory), fmt)]
+        config.sources = flagged
     for key, value in overrides.items():
-        if value is None:
+        if value is None or key in ("log_files", "journal_units", "journal_directory"):
             continue
-        if key == "log_files":
-            config.sources = [SourceConfig(p, config.sources[0].format if config.sources else
-                                           "postfix") for p in value]
-        elif key == "log_format":
+        if key == "log_format":
             config.log_format = value
         elif key == "poll_interval":
             config.poll_interval = _duration(value, "--log.poll-interval", problems)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from bounce_exporter.deferrals import DeferralTracker
+from bounce_exporter.journal import JournalCursor
 from bounce_exporter.metrics import MetricState
 from bounce_exporter.source import Position
 from bounce_exporter.statefile import read_state, write_state
@@ -58,8 +59,9 @@ class StateKeeper:
         self._written = 0  # sequence number of the newest snapshot on disk
         self._failing = False
 
-    def load(self) -> dict[str, Position]:
-        """Restore the tracker; return the saved read positions by source name."""
+    def load(self) -> dict[str, Position | JournalCursor]:
+        """Restore the tracker; return the saved read positions (file positions, journal cursors)
+        by source name."""
         data = read_state(self.path)
         deferrals = data.get("deferrals")
         if isinstance(deferrals, dict):
@@ -67,10 +69,10 @@ class StateKeeper:
                 self.tracker.load_state(deferrals)
             log.info("state restored from %s: %d streaks", self.path, self.tracker.tracking())
         saved = data.get("positions")
-        positions: dict[str, Position] = {}
+        positions: dict[str, Position | JournalCursor] = {}
         if isinstance(saved, dict):
             for name, entry in saved.items():
-                position = Position.from_state(entry)
+                position = JournalCursor.from_state(entry) or Position.from_state(entry)
                 if position is None:
                     log.warning("ignoring the unusable saved position of %s: %r", name, entry)
                 else:
