@@ -250,6 +250,10 @@ class DeferralTracker:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         self.rules = list(rules)
         self._rules = {rule.name: rule for rule in self.rules}
+        # What any rule matches: a deferral with none of these cannot extend a streak.
+        self._codes = {rule.code for rule in self.rules if rule.code is not None}
+        self._enhanced = {rule.enhanced for rule in self.rules if rule.enhanced is not None}
+        self._categories = {rule.category for rule in self.rules if rule.category is not None}
         self.max_keys = max_keys
         self.evicted = 0
         self.now = float("-inf")  # newest time seen (event times and advance())
@@ -264,12 +268,17 @@ class DeferralTracker:
 
     def observe(self, event: DeliveryEvent, classification: Any) -> None:
         """Take one delivery event: extend, clear or ignore, then clear what timed out."""
-        self._tick(event.time)
+        deadlines = self._deadlines
+        if event.time > self.now or (deadlines and deadlines[0][0] < self.now):
+            self._tick(event.time)  # else the clock stays and nothing is due: a no-op
         if not event.domain:
             return
         if event.status == "sent":
-            self._clear_domain(event.domain, event.time)
-        elif event.status == "deferred":
+            if event.domain in self._by_domain:  # else it has no streak to clear
+                self._clear_domain(event.domain, event.time)
+        elif event.status == "deferred" and (
+                event.code in self._codes or event.enhanced in self._enhanced
+                or getattr(classification, "category", None) in self._categories):
             rule = next((r for r in self.rules if r.matches(event, classification)), None)
             if rule is not None:
                 self._extend(rule, event)

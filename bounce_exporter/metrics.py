@@ -104,7 +104,9 @@ class MetricState:
 
     def record(self, event: DeliveryEvent, classification: Classification) -> None:
         """Count one delivery event (caller holds ``lock``)."""
-        domain = self.domains.label(event.domain)
+        domain = event.domain
+        if domain not in self.domains._labelled:  # a domain with its own label is its label
+            domain = self.domains.label(domain)
         status = event.status
         if status == "expired":
             self.expired[domain] += 1

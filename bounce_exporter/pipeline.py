@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bounce_exporter.classify import Classifier
+from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.metrics import MetricState
 from bounce_exporter.parsers import LineNotUnderstood, Parser
-from bounce_exporter.source import Batch, FileSource, Position
+from bounce_exporter.source import Batch, Block, FileSource, Position
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,16 @@ class Pipeline:
 
     def pump_feed(self, feed: Feed) -> int:
         total = 0
-        for batch in feed.source.read_batches():
-            self._count_batch(feed, batch)
-            total += len(batch)
+        read_blocks = getattr(feed.source, "read_blocks", None)
+        if read_blocks is not None and hasattr(feed.parser, "parse_block"):
+            # whole blocks: the parser finds its lines in them, no per-line work for the rest
+            for block in read_blocks():
+                self._count_block(feed, block)
+                total += block.lines
+        else:
+            for batch in feed.source.read_batches():
+                self._count_batch(feed, batch)
+                total += len(batch)
         self._sync_source_stats(feed)
         return total
 
@@ -106,37 +114,56 @@ class Pipeline:
     def _count_batch(self, feed: Feed, batch: list[bytes]) -> None:
         parser = feed.parser
         parse = parser.parse
-        classify = self.classifier.classify
         # A parser may drop, with cheap bytes tests, the lines it would make nothing of (most of
         # a mail log) before they cost a call each.
         select = getattr(parser, "select", None)
-        found = []
+        events: list[DeliveryEvent] = []
         skipped: dict[str, int] = defaultdict(int)
         for raw in batch if select is None else select(batch):
             try:
-                events = parse(raw)
-            except LineNotUnderstood as err:
-                skipped[err.reason] += 1
-                self._log_skip(feed.source.name, err.reason, raw)
-                continue
-            except Exception:  # a parser bug must not stop the reading: count, log, go on
-                skipped["parser_error"] += 1
-                log.exception("%s: parser %s failed on %r", feed.source.name,
-                              getattr(feed.parser, "mta", "?"), raw[:300])
-                continue
-            for event in events:
-                found.append((event, classify(event.status, event.code, event.enhanced, event.text)))
+                events += parse(raw)
+            except Exception as error:  # noqa: BLE001 - _skip counts and logs it
+                self._skip(feed, skipped, raw, error)
+        self._count(feed, batch, len(batch), events, skipped)
+
+    def _count_block(self, feed: Feed, block: Block) -> None:
+        skipped: dict[str, int] = defaultdict(int)
+
+        def failed(raw: bytes, error: Exception) -> None:
+            self._skip(feed, skipped, raw, error)
+
+        events = feed.parser.parse_block(block.data, failed)  # type: ignore[attr-defined]
+        self._count(feed, block, block.lines, events, skipped)
+
+    def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception) -> None:
+        """A line the parser raised on (called inside the ``except``): counted, logged, skipped.
+        A parser bug must not stop the reading either."""
+        if isinstance(error, LineNotUnderstood):
+            skipped[error.reason] += 1
+            self._log_skip(feed.source.name, error.reason, raw)
+        else:
+            skipped["parser_error"] += 1
+            log.exception("%s: parser %s failed on %r", feed.source.name,
+                          getattr(feed.parser, "mta", "?"), raw[:300])
+
+    def _count(self, feed: Feed, read: Batch | Block | list[bytes], lines: int,
+               events: list[DeliveryEvent], skipped: dict[str, int]) -> None:
+        """Classify the events of what was read (``lines`` lines), then count them and the lines
+        under the lock, and take its position (a plain list has none) as the feed's counted one."""
+        classify = self.classifier.classify
+        found = [(event, classify(event.status, event.code, event.enhanced, event.text))
+                 for event in events]
         state = self.state
         with state.lock:
             stats = state.source(feed.source.name)
-            stats.lines_read += len(batch)
+            stats.lines_read += lines
             stats.last_line_time = self.clock()
             for reason, count in skipped.items():
                 stats.not_understood[reason] += count
-            if isinstance(batch, Batch):
-                if batch.too_long:
-                    stats.not_understood["too_long"] += batch.too_long
-                feed.counted = batch.position
+            if isinstance(read, (Batch, Block)):
+                if read.too_long:
+                    stats.not_understood["too_long"] += read.too_long
+                feed.counted = read.position
             record, observers = state.record, self.observers
             for event, classification in found:
                 record(event, classification)

@@ -123,6 +123,29 @@ class Batch(list):
         self.too_long = too_long
 
 
+class Block:
+    """Complete lines read at once, as they are in the file: ``data`` holds ``lines`` lines, each
+    ending with a newline (a CR before it is part of the line ending, the reader removes it). A
+    line over ``max_line_bytes`` is there as an empty line and counted in ``too_long``.
+    ``position`` is where the next unread line starts."""
+
+    __slots__ = ("data", "lines", "position", "too_long")
+
+    def __init__(self, data: bytes, position: Position, too_long: int = 0):
+        self.data = data
+        self.lines = data.count(b"\n")
+        self.position = position
+        self.too_long = too_long
+
+    def batch(self) -> Batch:
+        """The same lines as a list, newline and CR removed."""
+        lines = self.data.split(b"\n")
+        lines.pop()  # after the last newline: nothing
+        if b"\r" in self.data:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        return Batch(lines, self.position, self.too_long)
+
+
 class _Reader:
     """One open file being read: the live one (checked at its end) or a rotated one (read once)."""
 
@@ -264,6 +287,11 @@ class FileSource:
 
     def read_batches(self) -> Iterator[Batch]:
         """Yield batches of complete lines (newline and trailing CR removed) available now."""
+        for block in self.read_blocks():
+            yield block.batch()
+
+    def read_blocks(self) -> Iterator[Block]:
+        """Yield blocks of complete lines available now (``read_batches``, unsplit)."""
         if not self._begun:
             self.begin()
         checked = None
@@ -285,18 +313,18 @@ class FileSource:
                     return  # resumed at its position at the next call
                 continue
             if chunk:
-                batch = self._split(cur, chunk)
-                if batch is not None:
-                    yield batch
+                block = self._block(cur, chunk)
+                if block is not None:
+                    yield block
                 continue
             if not cur.live:  # a rotated file read to its end: it is done
-                batch = self._flush(cur)
+                block = self._flush(cur)
                 cur.refresh_mtime()
                 cur.close()
                 self._remember(cur)
                 self._cur = None
-                if batch is not None:
-                    yield batch
+                if block is not None:
+                    yield block
                 continue
             change = self._check(cur)
             if change is None:
@@ -310,13 +338,13 @@ class FileSource:
 
     def close(self) -> Batch:
         """Stop following; return the held partial line (if any) as a last batch."""
-        batch = self._flush(self._cur) if self._cur is not None else None
+        block = self._flush(self._cur) if self._cur is not None else None
         for reader in [self._cur, *self._queue]:
             if reader is not None:
                 reader.close()
         self._cur = None
         self._queue = []
-        return batch if batch is not None else Batch([], self.position or START)
+        return block.batch() if block is not None else Batch([], self.position or START)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -622,52 +650,73 @@ class FileSource:
 
     # -- line splitting ------------------------------------------------------------------------
 
-    def _split(self, cur: _Reader, chunk: bytes) -> Batch | None:
-        lines = chunk.split(b"\n")
-        tail = lines.pop()  # after the last newline: the start of a partial line
+    def _block(self, cur: _Reader, chunk: bytes) -> Block | None:
+        """The complete lines that end in this chunk, the held partial line first; what follows
+        the last newline is held (or skipped, once over the limit)."""
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            self._hold(chunk)
+            return None
         too_long = 0
-        first = 0  # lines from here on are checked against the limit
-        if lines:
-            if self._skipping:
-                lines[0] = TOO_LONG  # the end of a line over the limit
-                too_long += 1
-                first = 1
-                self._skipping = False
-            elif self._partial:
-                lines[0] = self._partial + lines[0]
-            self._partial = b""
-            cur.line_start = cur.offset - len(tail)
-        if not self._skipping:
+        if self._skipping:  # the chunk's first line ends a line over the limit
+            data = b"\n" + chunk[chunk.find(b"\n") + 1 : end]  # an empty line stands in for it
+            too_long = 1
+            self._skipping = False
+        else:
+            data = self._partial + chunk[:end] if self._partial else chunk[:end]
+        self._partial = b""
+        cur.line_start = cur.offset - (len(chunk) - end)
+        self._hold(chunk[end:])
+        data, over = _blank_long_lines(data, self.max_line_bytes)
+        too_long += over
+        self.lines_too_long += too_long
+        block = Block(data, cur.position(), too_long)
+        self.position = block.position
+        return block
+
+    def _hold(self, tail: bytes) -> None:
+        """Keep the start of a partial line, unless it is already over the limit."""
+        if tail and not self._skipping:
             self._partial += tail
             if len(self._partial) > self.max_line_bytes:
                 self._partial = b""
                 self._skipping = True
-        if not lines:
-            return None
-        limit = self.max_line_bytes
-        for i in range(first, len(lines)):
-            line = lines[i]
-            if len(line) > limit:
-                too_long += 1
-                lines[i] = TOO_LONG
-            elif line.endswith(b"\r"):
-                lines[i] = line[:-1]
-        self.lines_too_long += too_long
-        batch = Batch(lines, cur.position(), too_long)
-        self.position = batch.position
-        return batch
 
-    def _flush(self, cur: _Reader) -> Batch | None:
-        """The held partial line as a batch (its file is done), or None."""
+    def _flush(self, cur: _Reader) -> Block | None:
+        """The held partial line as a block (its file is done), or None."""
         partial, self._partial = self._partial, b""
         skipping, self._skipping = self._skipping, False
         cur.line_start = cur.offset
         if skipping:
             self.lines_too_long += 1
-            batch = Batch([TOO_LONG], cur.position(), 1)
+            block = Block(b"\n", cur.position(), 1)
         elif partial:
-            batch = Batch([partial[:-1] if partial.endswith(b"\r") else partial], cur.position())
+            block = Block(partial + b"\n", cur.position())
         else:
             return None
-        self.position = batch.position
-        return batch
+        self.position = block.position
+        return block
+
+
+def _blank_long_lines(data: bytes, limit: int) -> tuple[bytes, int]:
+    """``data`` (complete lines) with each line over ``limit`` bytes made empty, and their number.
+
+    Exact without looking at every line: from a line start ``i``, the last newline within the next
+    ``limit + 1`` bytes ends every line that starts before it, and none of those is over the limit;
+    only when there is no newline there is the line at ``i`` too long. With lines much shorter than
+    the limit this is one ``rfind`` per ``limit`` bytes."""
+    kept: list[bytes] = []
+    start = i = 0
+    size = len(data)
+    while size - i > limit + 1:  # room left for a line over the limit and its newline
+        last = data.rfind(b"\n", i, i + limit + 1)
+        if last >= 0:
+            i = last + 1
+            continue
+        kept.append(data[start:i])
+        start = i = data.index(b"\n", i + limit + 1)  # keep its newline: an empty line
+        i += 1
+    if not kept:
+        return data, 0
+    kept.append(data[start:])
+    return b"".join(kept), len(kept) - 1

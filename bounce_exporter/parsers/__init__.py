@@ -3,6 +3,17 @@
 A parser turns one raw log line (bytes, without its newline) into the delivery events it records:
 an empty sequence for a line that records no delivery (most lines), or ``LineNotUnderstood`` for a
 line that looks like a delivery line but cannot be read. Parsers know nothing of metrics.
+
+Optional, for speed (most lines of a mail log record nothing): a parser may also have
+
+- ``select(lines) -> list[bytes]``: the lines of a batch that ``parse`` can make something of, in
+  order (cheap byte tests); the pipeline calls ``parse`` on those only;
+- ``parse_block(block, failed) -> list[DeliveryEvent]``: the events of a block of complete lines
+  (bytes, each line ending with a newline, a CR before it being part of the ending), in line order,
+  exactly what ``parse`` gives line by line; a line that raises is handed to
+  ``failed(line, error)``, from inside the ``except`` clause, and skipped. The pipeline uses it for
+  sources that read blocks (``FileSource.read_blocks``); line numbers (the ``parse`` command) and
+  other sources still go through ``parse``, which every parser must have.
 """
 
 from __future__ import annotations
