@@ -14,33 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from .common import (
+    ALWAYS_DEFERRED,
+    MESSAGES_PER_DOMAIN,
+    MIN_DEFERRALS,
+    SCENARIO,
+    SENDER,
+    counter_mismatches,
+    value,
+)
+from .common import samples as common_samples
 from .fake_smtp import Answer, attempts, deliveries, failures, per_recipient, summarize
 
 pytestmark = pytest.mark.e2e
-
-SENDER = "sender@sender.example"  # the fake answers 250 for it, so bounce notices are delivered
-DISK_FULL = "431 4.3.1 Insufficient system storage"
-SCENARIO = {
-    "ok.example": "250",
-    "disk-full.example": DISK_FULL,
-    "full-mailbox.example": "452 4.2.2 Mailbox full",
-    "nouser.example": "550 5.1.1 User unknown",
-    "spam.example": "DATA:554 5.7.1 Message rejected as spam",
-    "flaky.example": [DISK_FULL, DISK_FULL, "250"],
-}
-MESSAGES_PER_DOMAIN = 2
-MIN_DEFERRALS = 3  # per message, for the always-deferring domains
-ALWAYS_DEFERRED = {"disk-full.example": "431", "full-mailbox.example": "452"}
-
-# (code, enhanced) -> (kind, category) as the exporter's catalog classifies them.
-CLASSIFICATION = {
-    ("431", "4.3.1"): ("soft", "system_full"),
-    ("452", "4.2.2"): ("soft", "mailbox_full"),
-    ("550", "5.1.1"): ("hard", "user_unknown"),
-    ("554", "5.7.1"): ("hard", "spam_content"),
-}
 
 DRIVE_TIMEOUT = 40.0
 SETTLE_TIMEOUT = 20.0
@@ -205,19 +192,6 @@ def test_lab_records_real_postfix_deliveries(finished_run: FinishedRun) -> None:
 
 
 # -- exporter ------------------------------------------------------------------------------------
-def _samples(text: str) -> list:
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def _value(samples: list, name: str, **labels: str) -> float:
-    """Sum of the samples called `name` whose labels include `labels` (extra labels allowed)."""
-    return sum(
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def test_exporter_counts_match_fake_server(
     finished_run: FinishedRun, run_exporter, tmp_path
 ) -> None:
@@ -230,48 +204,12 @@ def test_exporter_counts_match_fake_server(
 
     def caught_up(text: str) -> bool:
         return (
-            _value(_samples(text), "bounce_exporter_lines_read_total", source=maillog) == line_count
+            value(common_samples(text), "bounce_exporter_lines_read_total", source=maillog) == line_count
         )
 
-    samples = _samples(exporter.wait_for_metrics(caught_up, timeout=30))
+    samples = common_samples(exporter.wait_for_metrics(caught_up, timeout=30))
 
-    mismatches = []
-
-    def check(what: str, got: float, expected: int) -> None:
-        if got != expected:
-            mismatches.append(f"{what}: exporter {got:g}, fake server {expected}")
-
-    for domain, answers in sorted(finished_run.record.items()):
-        check(
-            f"bounce_delivery_attempts_total{{domain={domain!r}}}",
-            _value(samples, "bounce_delivery_attempts_total", domain=domain),
-            attempts(answers),
-        )
-        check(
-            f"bounce_deliveries_total{{domain={domain!r}}}",
-            _value(samples, "bounce_deliveries_total", domain=domain),
-            deliveries(answers),
-        )
-        refused = failures(answers)
-        for (code, enhanced), count in sorted(refused.items()):
-            kind, category = CLASSIFICATION[(code, enhanced)]
-            labels = {
-                "domain": domain,
-                "kind": kind,
-                "code": code,
-                "enhanced": enhanced,
-                "category": category,
-            }
-            check(
-                f"bounce_failures_total{labels}",
-                _value(samples, "bounce_failures_total", **labels),
-                count,
-            )
-        check(
-            f"sum of bounce_failures_total{{domain={domain!r}}}",
-            _value(samples, "bounce_failures_total", domain=domain),
-            sum(refused.values()),
-        )
+    mismatches = counter_mismatches(samples, finished_run.record)
     assert not mismatches, "\n".join(mismatches)
 
     assert exporter.terminate() == 0, exporter.output()
