@@ -12,15 +12,18 @@ import os
 import signal
 import smtplib
 import socket
+import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .fake_smtp import Answer, attempts, deliveries, failures, per_recipient
+from .fake_smtp import Answer, attempts, deliveries, failures, per_recipient, summarize
 
 SENDER = "sender@sender.example"  # the fake answers 250 for it, so bounce notices are delivered
 DISK_FULL = "431 4.3.1 Insufficient system storage"
@@ -71,6 +74,21 @@ def scenario_done(record: Mapping[str, Sequence[Answer]], recipients: dict[str, 
         if any(counts.get(r.lower(), 0) < MIN_DEFERRALS for r in recipients[domain]):
             return False
     return True
+
+
+def drive_until_done(fake, retry: Callable[[], object], recipients: dict[str, list[str]],
+                     tail: Callable[[], str], timeout: float, step: float = 2.0) -> None:
+    """Force retries (``retry``: flush, queue run, schedule) until the fake's record shows the
+    scenario done; new answers wake the loop, a deadline bounds it."""
+    deadline = time.monotonic() + timeout
+    while not scenario_done(fake.record(), recipients):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"scenario not complete after {timeout}s: {summarize(fake.record())}\n"
+                        f"log tail:\n{tail()}")
+        seen = fake.answer_count()
+        retry()
+        fake.wait_for_new_answers(seen, timeout=min(step, remaining))
 
 
 def assert_scenario_played(
@@ -137,6 +155,48 @@ def _stat_fields(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+T = TypeVar("T")
+
+
+def poll_until(predicate: Callable[[], T], timeout: float, *, interval: float = 0.1,
+               what: str = "", context: Callable[[], str] = str) -> T:
+    """Poll ``predicate()`` until it returns something truthy (returned), at most ``timeout`` s;
+    the TimeoutError carries ``context()`` (a log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate!r}\n"
+                               f"{context()}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen | None, leftovers: Callable[[], list[int]],
+                 timeout: float) -> None:
+    """SIGTERM ``proc`` (kill it after ``timeout``), wait for ``leftovers()`` to go, SIGKILL the
+    rest."""
+    if proc is not None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    deadline = time.monotonic() + timeout
+    while leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kill_all(leftovers())
 
 
 def live_processes(pgid: int | None = None, cmdline_part: str | None = None) -> list[int]:

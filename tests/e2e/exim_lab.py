@@ -25,19 +25,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self
 
 from . import fetch_mta
-from .common import kill_all, live_processes, smtp_answers, smtp_inject
+from .common import T, live_processes, poll_until, smtp_answers, smtp_inject, stop_process
 from .fake_smtp import free_port
-
-T = TypeVar("T")
 
 LAB_HOSTNAME = "exim-lab.bounce-e2e.test"
 EXIM_USER = "Debian-exim"
@@ -195,18 +192,7 @@ class EximLab:
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM the daemon; make sure no Exim process of this lab survives. Idempotent."""
         daemon, self.daemon = self.daemon, None
-        if daemon is not None:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait(timeout=5)
-        deadline = time.monotonic() + timeout
-        while self.leftover_processes() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        kill_all(self.leftover_processes())
+        stop_process(daemon, self.leftover_processes, timeout)
 
     def leftover_processes(self) -> list[int]:
         """Live processes of this lab: the daemon's process group, or any process running with
@@ -286,14 +272,6 @@ class EximLab:
     def wait_until(
         self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
     ) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout}s waiting for {what or predicate!r}"
-                    f"\nmainlog tail:\n{self.log_tail()}"
-                )
-            time.sleep(interval)
+        """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
+        return poll_until(predicate, timeout, interval=interval, what=what,
+                          context=lambda: f"mainlog tail:\n{self.log_tail()}")

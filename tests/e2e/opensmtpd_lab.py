@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -38,13 +37,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self
 
 from . import fetch_mta
-from .common import kill_all, live_processes, smtp_answers, smtp_inject, syslog_header
+from .common import (
+    T,
+    live_processes,
+    poll_until,
+    smtp_answers,
+    smtp_inject,
+    stop_process,
+    syslog_header,
+)
 from .fake_smtp import free_port
-
-T = TypeVar("T")
 
 LAB_HOSTNAME = "opensmtpd-lab.bounce-e2e.test"
 LOG_HOST = "opensmtpd-lab"
@@ -255,18 +260,7 @@ class OpenSMTPDLab:
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM smtpd (it stops its children); make sure none survives. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        deadline = time.monotonic() + timeout
-        while self.leftover_processes() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        kill_all(self.leftover_processes())
+        stop_process(proc, self.leftover_processes, timeout)
         if self._reader is not None:  # the log is complete once every writer closed stderr
             self._reader.join(timeout=timeout)
             self._reader = None
@@ -370,14 +364,6 @@ class OpenSMTPDLab:
     def wait_until(
         self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
     ) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout}s waiting for {what or predicate!r}"
-                    f"\nmaillog tail:\n{self.log_tail()}"
-                )
-            time.sleep(interval)
+        """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
+        return poll_until(predicate, timeout, interval=interval, what=what,
+                          context=lambda: f"maillog tail:\n{self.log_tail()}")

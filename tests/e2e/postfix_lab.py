@@ -27,12 +27,11 @@ import time
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self
 
+from .common import T, alive, live_processes, poll_until
 from .fake_smtp import free_port
 from .requirements import find_binary
-
-T = TypeVar("T")
 
 LAB_HOSTNAME = "postfix-lab.bounce-e2e.test"
 
@@ -233,10 +232,10 @@ class PostfixLab:
         if pid is None:
             return
         try:
-            if _alive(pid):
+            if alive(pid):
                 self._run("postfix", "stop", check=False, timeout=timeout)
             deadline = time.monotonic() + timeout
-            while self._group_members(pid) and time.monotonic() < deadline:
+            while live_processes(pgid=pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             self._kill_leftovers(pid)
@@ -244,29 +243,14 @@ class PostfixLab:
 
     def leftover_processes(self) -> list[int]:
         """Live processes of the last started instance (empty after a clean stop())."""
-        return self._group_members(self.last_master_pid) if self.last_master_pid else []
-
-    def _group_members(self, pgid: int) -> list[int]:
-        """Live (non-zombie) processes in the master's process group (the master calls setsid)."""
-        members = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rpartition(")")[2].split()
-            if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-        return members
+        return live_processes(pgid=self.last_master_pid) if self.last_master_pid else []
 
     def _kill_leftovers(self, pid: int | None = None) -> None:
         """SIGKILL what is left of the process group of the master we started."""
         pid = pid or self._read_master_pid()
         if pid is None:
             return
-        if self._group_members(pid):
+        if live_processes(pgid=pid):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -399,22 +383,5 @@ class PostfixLab:
         self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
     ) -> T:
         """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout}s waiting for {what or predicate!r}\n"
-                    f"maillog tail:\n{self.log_tail()}"
-                )
-            time.sleep(interval)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+        return poll_until(predicate, timeout, interval=interval, what=what,
+                          context=lambda: f"maillog tail:\n{self.log_tail()}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from .common import (
     SENDER,
     assert_exporter_matches_record,
     assert_scenario_played,
+    drive_until_done,
     recipients_of,
-    scenario_done,
 )
 from .exim_lab import DEFAULT_LOG_SELECTOR, EximLab
 from .fake_smtp import Answer, attempts, deliveries, failures, summarize
@@ -82,17 +81,7 @@ def finished_run(request, make_fake_smtp, tmp_path_factory) -> FinishedRun:
                 lab.inject(SENDER, rcpt, f"e2e {domain} #{i}")
 
         # Each message was tried once on arrival; forced queue runs retry everything now.
-        deadline = time.monotonic() + DRIVE_TIMEOUT
-        while not scenario_done(fake.record(), recipients):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(
-                    f"scenario not complete after {DRIVE_TIMEOUT}s: "
-                    f"{summarize(fake.record())}\nmainlog tail:\n{lab.log_tail()}"
-                )
-            seen = fake.answer_count()
-            lab.queue_run()
-            fake.wait_for_new_answers(seen, timeout=min(2.0, remaining))
+        drive_until_done(fake, lab.queue_run, recipients, lab.log_tail, DRIVE_TIMEOUT)
 
         # Freeze: retry until Exim gives the deferred mail up, the queue is empty and every
         # message is logged Completed; then stop the daemon: the log and the record are final.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from .common import (
     SENDER,
     assert_exporter_matches_record,
     assert_scenario_played,
+    drive_until_done,
     recipients_of,
-    scenario_done,
 )
 from .fake_smtp import Answer, attempts, deliveries, failures, summarize
 from .opensmtpd_lab import OpenSMTPDLab
@@ -73,17 +72,7 @@ def finished_run(make_fake_smtp, tmp_path_factory) -> FinishedRun:
             for i, rcpt in enumerate(rcpts, 1):
                 lab.inject(SENDER, rcpt, f"e2e {domain} #{i}")
 
-        deadline = time.monotonic() + DRIVE_TIMEOUT
-        while not scenario_done(fake.record(), recipients):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(
-                    f"scenario not complete after {DRIVE_TIMEOUT}s: "
-                    f"{summarize(fake.record())}\nmaillog tail:\n{lab.log_tail()}"
-                )
-            seen = fake.answer_count()
-            lab.schedule_all()
-            fake.wait_for_new_answers(seen, timeout=min(1.0, remaining))
+        drive_until_done(fake, lab.schedule_all, recipients, lab.log_tail, DRIVE_TIMEOUT, step=1.0)
 
         # Freeze: retry until `queue ttl` expires the deferred mail and the queue is empty,
         # then stop smtpd (the lab's log writer has every line once smtpd's stderr closes).

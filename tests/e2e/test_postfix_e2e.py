@@ -8,7 +8,6 @@ stopped, so the maillog no longer changes); both tests assert against it.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from .common import (
     MIN_DEFERRALS,
     SCENARIO,
     SENDER,
-    counter_mismatches,
-    value,
+    assert_exporter_matches_record,
+    drive_until_done,
+    recipients_of,
 )
-from .common import samples as common_samples
 from .fake_smtp import Answer, attempts, deliveries, failures, per_recipient, summarize
 
 pytestmark = pytest.mark.e2e
@@ -40,50 +39,19 @@ class FinishedRun:
     recipients: dict[str, list[str]]
 
 
-def _done(record: dict[str, list[Answer]], recipients: dict[str, list[str]]) -> bool:
-    def rec(domain: str) -> list[Answer]:
-        return record.get(domain, [])
-
-    n = MESSAGES_PER_DOMAIN
-    if deliveries(rec("ok.example")) < n or deliveries(rec("flaky.example")) < n:
-        return False
-    if failures(rec("nouser.example")).get(("550", "5.1.1"), 0) < n:
-        return False
-    if failures(rec("spam.example")).get(("554", "5.7.1"), 0) < n:
-        return False
-    for domain, code in ALWAYS_DEFERRED.items():
-        counts = per_recipient(rec(domain), code)
-        if any(counts.get(r.lower(), 0) < MIN_DEFERRALS for r in recipients[domain]):
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def finished_run(make_fake_smtp, make_postfix_lab) -> FinishedRun:
     fake = make_fake_smtp(SCENARIO)
     lab = make_postfix_lab(fake.port)
 
-    recipients = {
-        domain: [f"user{i}@{domain}" for i in range(1, MESSAGES_PER_DOMAIN + 1)]
-        for domain in SCENARIO
-    }
+    recipients = recipients_of()
     for domain, rcpts in recipients.items():
         for i, rcpt in enumerate(rcpts, 1):
             lab.inject(SENDER, rcpt, f"e2e {domain} #{i}")
 
     # Drive retries with `postqueue -f` until the fake server has seen everything we want.
     # Synchronisation is on the fake's record (new answers wake us up), bounded by a deadline.
-    deadline = time.monotonic() + DRIVE_TIMEOUT
-    while not _done(fake.record(), recipients):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(
-                f"scenario not complete after {DRIVE_TIMEOUT}s: {summarize(fake.record())}\n"
-                f"maillog tail:\n{lab.log_tail()}"
-            )
-        seen = fake.answer_count()
-        lab.flush()
-        fake.wait_for_new_answers(seen, timeout=min(2.0, remaining))
+    drive_until_done(fake, lab.flush, recipients, lab.log_tail, DRIVE_TIMEOUT)
 
     # Freeze: force-expire the still-deferred mail (returned to the sender, no further attempt),
     # wait until the queue is empty and every message is logged as removed, then stop Postfix:
@@ -195,21 +163,8 @@ def test_lab_records_real_postfix_deliveries(finished_run: FinishedRun) -> None:
 def test_exporter_counts_match_fake_server(
     finished_run: FinishedRun, run_exporter, tmp_path
 ) -> None:
-    maillog = str(finished_run.maillog)
-    line_count = finished_run.maillog.read_bytes().count(b"\n")  # wc -l
-    # Own state file: never touch /var/lib, never resume from an earlier run.
-    exporter = run_exporter(
-        ["--log.file", maillog, "--log.from-start", "--state.file", str(tmp_path / "state.json")]
+    """The exporter's counters on the maillog equal the fake server's record exactly, no line is
+    left not understood, and SIGTERM ends it with 0."""
+    assert_exporter_matches_record(
+        run_exporter, finished_run.maillog, "postfix", finished_run.record, tmp_path
     )
-
-    def caught_up(text: str) -> bool:
-        return (
-            value(common_samples(text), "bounce_exporter_lines_read_total", source=maillog) == line_count
-        )
-
-    samples = common_samples(exporter.wait_for_metrics(caught_up, timeout=30))
-
-    mismatches = counter_mismatches(samples, finished_run.record)
-    assert not mismatches, "\n".join(mismatches)
-
-    assert exporter.terminate() == 0, exporter.output()
