@@ -13,17 +13,12 @@ from hypothesis import strategies as st
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.exchange import FIELDS_2016, ExchangeParser, exchange_reply
 
-from .corpus import format_samples
+from .corpus import SOFT, fragments, sample_id, whole_lines
 
-SOFT = {"sent": None, "deferred": True, "expired": True, "bounced": False}
-SAMPLES = format_samples("exchange")
-WHOLE_LINES = [s for s in SAMPLES if not s.get("fragment")]
-FRAGMENTS = [s for s in SAMPLES if s.get("fragment")]
+WHOLE_LINES = whole_lines("exchange")
+FRAGMENTS = fragments("exchange")
 HEADER_2016 = "#Fields: " + ",".join(FIELDS_2016)
 
-
-def _id(sample: dict) -> str:
-    return f"{sample['event']}:{sample['line'][:60]}"
 
 
 def row(fields: list[str] = FIELDS_2016, **values: str) -> bytes:
@@ -34,7 +29,7 @@ def row(fields: list[str] = FIELDS_2016, **values: str) -> bytes:
     return out.getvalue().encode()
 
 
-@pytest.mark.parametrize("sample", WHOLE_LINES, ids=_id)
+@pytest.mark.parametrize("sample", WHOLE_LINES, ids=sample_id)
 def test_whole_corpus_line(sample):
     parser = ExchangeParser()
     assert parser.parse(HEADER_2016.encode()) == ()
@@ -50,13 +45,13 @@ def test_whole_corpus_line(sample):
     assert event.mta == "exchange"
 
 
-@pytest.mark.parametrize("sample", WHOLE_LINES, ids=_id)
+@pytest.mark.parametrize("sample", WHOLE_LINES, ids=sample_id)
 def test_whole_corpus_line_without_a_header_uses_the_layout_of_its_width(sample):
     events = ExchangeParser().parse(sample["line"].encode())
     assert len(events) == (0 if sample["event"] == "other" else 1)
 
 
-@pytest.mark.parametrize("sample", FRAGMENTS, ids=_id)
+@pytest.mark.parametrize("sample", FRAGMENTS, ids=sample_id)
 def test_fragment_reply(sample):
     assert exchange_reply(sample["line"]) == (sample["expect"]["code"],
                                               sample["expect"]["enhanced"])

@@ -16,20 +16,15 @@ from hypothesis import strategies as st
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.exim import EximParser
 
-from .corpus import CORPUS, format_samples
+from .corpus import CORPUS, SOFT, sample_id, whole_lines
 
 DELIVERY_EVENTS = {"sent", "deferred", "bounced", "expired", "conn_fail"}
-SOFT = {"sent": None, "deferred": True, "expired": True, "bounced": False}
-SAMPLES = format_samples("exim")
-WHOLE_LINES = [s for s in SAMPLES if not s.get("fragment")]
+WHOLE_LINES = whole_lines("exim")
 _FLAG = re.compile(r" [0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4} (=>|->|==|\*\*) ")
 
 
-def _id(sample: dict) -> str:
-    return f"{sample['event']}:{sample['line'][:60]}"
 
-
-@pytest.mark.parametrize("sample", WHOLE_LINES, ids=_id)
+@pytest.mark.parametrize("sample", WHOLE_LINES, ids=sample_id)
 def test_whole_corpus_line(sample):
     expect, line = sample["expect"], sample["line"]
     parser = EximParser()

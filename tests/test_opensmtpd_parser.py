@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.opensmtpd import OpenSMTPDParser
 
-from .corpus import CORPUS, format_samples
+from .corpus import CORPUS, check_event, fragments, sample_id, whole_lines
 from .test_exim_parser import (
     check_per_message,
     counts_by_domain,
@@ -24,25 +24,14 @@ from .test_exim_parser import (
     visible,
 )
 
-SOFT = {"sent": None, "deferred": True, "expired": True, "bounced": False}
-SAMPLES = format_samples("opensmtpd")
-WHOLE_LINES = [s for s in SAMPLES if not s.get("fragment")]
-FRAGMENTS = [s for s in SAMPLES if s.get("fragment")]
+WHOLE_LINES = whole_lines("opensmtpd")
+FRAGMENTS = fragments("opensmtpd")
 HEAD = "Nov 28 12:22:45 mail smtpd[14390]: "
 
 
-def _id(sample: dict) -> str:
-    return f"{sample['event']}:{sample['line'][:60]}"
 
 
-def _check(event, sample):
-    expect = sample["expect"]
-    assert (event.code, event.enhanced, event.domain) == (
-        expect["code"], expect["enhanced"], expect["domain"])
-    assert SOFT[event.status] == expect["soft"]
-
-
-@pytest.mark.parametrize("sample", WHOLE_LINES, ids=_id)
+@pytest.mark.parametrize("sample", WHOLE_LINES, ids=sample_id)
 def test_whole_corpus_line(sample):
     events = OpenSMTPDParser().parse(sample["line"].encode())
     if sample["event"] in ("other", "conn_fail"):
@@ -51,14 +40,14 @@ def test_whole_corpus_line(sample):
         assert events == ()
         return
     (event,) = events
-    _check(event, sample)
+    check_event(event, sample)
 
 
-@pytest.mark.parametrize("sample", FRAGMENTS, ids=_id)
+@pytest.mark.parametrize("sample", FRAGMENTS, ids=sample_id)
 def test_fragment(sample):
     message = re.sub(r"^smtpd\[\d+\]: ", "", sample["line"])  # a header without its stamp
     (event,) = OpenSMTPDParser().parse_message(0.0, message)
-    _check(event, sample)
+    check_event(event, sample)
 
 
 def test_results_decide_the_status_not_the_reply():

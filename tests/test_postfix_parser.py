@@ -12,34 +12,25 @@ from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.postfix import PostfixParser
 from bounce_exporter.reply import find_reply
 
-from .corpus import CORPUS, format_samples
+from .corpus import CORPUS, check_event, fragments, sample_id, whole_lines
 
 DELIVERY_EVENTS = {"sent", "deferred", "bounced", "expired", "conn_fail"}
-SAMPLES = format_samples("postfix")
-WHOLE_LINES = [s for s in SAMPLES if not s.get("fragment")]
-FRAGMENTS = [s for s in SAMPLES if s.get("fragment")]
+WHOLE_LINES = whole_lines("postfix")
+FRAGMENTS = fragments("postfix")
 
 
-def _id(sample: dict) -> str:
-    return f"{sample['event']}:{sample['line'][:60]}"
 
-
-@pytest.mark.parametrize("sample", WHOLE_LINES, ids=_id)
+@pytest.mark.parametrize("sample", WHOLE_LINES, ids=sample_id)
 def test_whole_corpus_line(sample):
-    expect = sample["expect"]
     events = PostfixParser().parse(sample["line"].encode())
     if sample["event"] not in DELIVERY_EVENTS or "status=" not in sample["line"]:
         assert events == ()  # not a delivery record (per-MX connect lines, rejects, removals)
         return
     assert len(events) == 1
-    event = events[0]
-    assert (event.code, event.enhanced, event.domain) == (
-        expect["code"], expect["enhanced"], expect["domain"])
-    soft = {"sent": None, "deferred": True, "expired": True, "bounced": False}[event.status]
-    assert soft == expect["soft"]
+    check_event(events[0], sample)
 
 
-@pytest.mark.parametrize("sample", FRAGMENTS, ids=_id)
+@pytest.mark.parametrize("sample", FRAGMENTS, ids=sample_id)
 def test_fragment_reply(sample):
     expect = sample["expect"]
     line = sample["line"]

@@ -12,42 +12,31 @@ from hypothesis import strategies as st
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.sendmail import SendmailParser, recipients_of
 
-from .corpus import format_samples
+from .corpus import check_event, fragments, sample_id, whole_lines
 
-SOFT = {"sent": None, "deferred": True, "expired": True, "bounced": False}
-SAMPLES = format_samples("sendmail")
-WHOLE_LINES = [s for s in SAMPLES if not s.get("fragment")]
-FRAGMENTS = [s for s in SAMPLES if s.get("fragment")]
+WHOLE_LINES = whole_lines("sendmail")
+FRAGMENTS = fragments("sendmail")
 HEAD = "Apr  2 00:15:25 mta001 sendmail[12566]: "
 
 
-def _id(sample: dict) -> str:
-    return f"{sample['event']}:{sample['line'][:60]}"
 
 
-def _check(event, sample):
-    expect = sample["expect"]
-    assert (event.code, event.enhanced, event.domain) == (
-        expect["code"], expect["enhanced"], expect["domain"])
-    assert SOFT[event.status] == expect["soft"]
-
-
-@pytest.mark.parametrize("sample", WHOLE_LINES, ids=_id)
+@pytest.mark.parametrize("sample", WHOLE_LINES, ids=sample_id)
 def test_whole_corpus_line(sample):
     events = SendmailParser().parse(sample["line"].encode())
     if sample["event"] == "other":
         assert events == ()  # DSN / return-to-sender lines: the bounce itself was logged before
         return
     (event,) = events  # conn_fail lines are deferrals of their recipient (stat=Deferred: ...)
-    _check(event, sample)
+    check_event(event, sample)
     assert event.mta == "sendmail"
 
 
-@pytest.mark.parametrize("sample", FRAGMENTS, ids=_id)
+@pytest.mark.parametrize("sample", FRAGMENTS, ids=sample_id)
 def test_fragment(sample):
     message = re.sub(r"^[\w-]+\[\d+\]: ", "", sample["line"])  # a header without its stamp
     (event,) = SendmailParser().parse_delivery(0.0, message)
-    _check(event, sample)
+    check_event(event, sample)
 
 
 def test_several_recipients_in_one_to_list_give_one_event_each():
