@@ -6,8 +6,11 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -35,13 +38,16 @@ def value(found: dict, name: str, **labels: str) -> float | None:
     return found.get((name, frozenset(labels.items())))
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "", *,
+               interval: float = 0.05, context: Callable[[], str] = str) -> T:
+    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout``
+    seconds, with ``context()`` (e.g. a log tail) in the message."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}\n"
+                                 f"{context()}")
+        time.sleep(interval)

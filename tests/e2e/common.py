@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -161,24 +160,6 @@ def alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     fields = _stat_fields(pid)
     return bool(fields) and fields[0] != "Z"
-
-
-T = TypeVar("T")
-
-
-def poll_until(predicate: Callable[[], T], timeout: float, *, interval: float = 0.1,
-               what: str = "", context: Callable[[], str] = str) -> T:
-    """Poll ``predicate()`` until it returns something truthy (returned), at most ``timeout`` s;
-    the TimeoutError carries ``context()`` (a log tail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate!r}\n"
-                               f"{context()}")
-        time.sleep(interval)
 
 
 def stop_process(proc: subprocess.Popen | None, leftovers: Callable[[], list[int]],

@@ -39,11 +39,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
+from ..helpers import T, wait_until
 from . import fetch_mta
 from .common import (
-    T,
     live_processes,
-    poll_until,
     smtp_answers,
     smtp_inject,
     stop_process,
@@ -365,5 +364,5 @@ class OpenSMTPDLab:
         self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
     ) -> T:
         """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
-        return poll_until(predicate, timeout, interval=interval, what=what,
+        return wait_until(predicate, timeout, what, interval=interval,
                           context=lambda: f"maillog tail:\n{self.log_tail()}")

@@ -29,7 +29,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Self
 
-from .common import T, alive, live_processes, poll_until
+from ..helpers import T, wait_until
+from .common import alive, live_processes
 from .fake_smtp import free_port
 from .requirements import find_binary
 
@@ -383,5 +384,5 @@ class PostfixLab:
         self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
     ) -> T:
         """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
-        return poll_until(predicate, timeout, interval=interval, what=what,
+        return wait_until(predicate, timeout, what, interval=interval,
                           context=lambda: f"maillog tail:\n{self.log_tail()}")
