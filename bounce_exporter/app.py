@@ -239,10 +239,6 @@ class Exporter:
 
 # -- parse: one JSON object per delivery event ---------------------------------------------------
 
-PARSE_KEYS = ("file", "line", "time", "mta", "queue_id", "recipient", "domain", "status", "code",
-              "enhanced", "kind", "category", "text")
-
-
 def iter_file_events(path: str, fmt: str, max_line_bytes: int
                      ) -> Iterator[tuple[int, DeliveryEvent]]:
     """(line number, event) for every delivery event of a file read from its start.
