@@ -61,6 +61,7 @@ class Result:
     rss_kib: list[int] = field(default_factory=list)
     match: bool | None = None
     note: str = ""
+    overhead: float = 0.0  # of the median time: building the Exporter and the scrape (ours only)
 
     def lines_per_second(self, lines: int) -> float:
         return lines / statistics.median(self.seconds)
@@ -197,6 +198,7 @@ def run_ours(log: str, work: Path, truth: dict, repeat: int) -> Result:
     result.match = not problems
     build = statistics.median(p["build"] for p in parts)
     scrape = statistics.median(p["scrape"] for p in parts)
+    result.overhead = build + scrape
     result.note = (f"Exporter built in {build:.2f} s, scrape {scrape:.2f} s; the whole child "
                    f"process, interpreter start and imports included: "
                    f"{truth['lines'] / statistics.median(whole):,.0f} lines/s (medians)"
