@@ -1,16 +1,46 @@
-"""Small helpers for tests that talk to a running exporter over HTTP."""
+"""Small helpers for tests that run an exporter and talk to it over HTTP."""
 
 from __future__ import annotations
 
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bounce_exporter.app import Exporter
+from bounce_exporter.config import Config, load_config
+
 T = TypeVar("T")
+
+
+def local_config(state_dir: Path, config_file: str | None = None, **settings) -> Config:
+    """A configuration (the file's, if given, then ``settings``) that listens on a free loopback
+    port and keeps its state file in ``state_dir``."""
+    return load_config(config_file, {"listen_address": "127.0.0.1:0",
+                                     "state_file": str(state_dir / "state.json"), **settings})
+
+
+@contextmanager
+def exporters() -> Iterator[Callable[[Config], Exporter]]:
+    """``start(config)`` builds and starts an Exporter; each is shut down when the block ends."""
+    started: list[Exporter] = []
+
+    def start(config: Config) -> Exporter:
+        exporter = Exporter(config)
+        exporter.start()
+        started.append(exporter)
+        return exporter
+
+    try:
+        yield start
+    finally:
+        for exporter in started:
+            exporter.shutdown()
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from bounce_exporter.pipeline import Pipeline
 from bounce_exporter.source import FileSource
 
 from .corpus import CORPUS
-from .helpers import http_get, samples, value
+from .helpers import exporters, http_get, local_config, samples, value
 
 SENT = ("Nov 28 12:22:01 mx1 postfix/smtp[14397]: Q{q}: to=<u{q}@ok.example>, relay=x[1.2.3.4]:25, "
         "delay=0.02, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as {tail})")
@@ -94,19 +94,9 @@ def test_every_registered_parser_takes_arbitrary_text(text):
 
 @pytest.fixture
 def exporter(tmp_path):
-    made = []
-
-    def make(log, **overrides) -> Exporter:
-        config = load_config(None, {"log_files": [str(log)], "listen_address": "127.0.0.1:0",
-                                    "state_file": str(tmp_path / "state" / "state.json"),
-                                    **overrides})
-        made.append(Exporter(config))
-        made[-1].start()
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.shutdown()
+    with exporters() as start:
+        yield lambda log, **overrides: start(local_config(tmp_path / "state",
+                                                          log_files=[str(log)], **overrides))
 
 
 def scrape(exporter: Exporter) -> dict:

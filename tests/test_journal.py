@@ -31,7 +31,7 @@ from bounce_exporter.errors import ConfigError
 from bounce_exporter.journal import JournalCursor, JournalSource, entry_line
 from bounce_exporter.parsers import make_parser
 
-from .helpers import wait_until
+from .helpers import exporters, local_config, wait_until
 
 JOURNALD = "/lib/systemd/systemd-journald"
 SENT = ("Q{q:06X}: to=<u{q}@ok.example>, relay=x[1.2.3.4]:25, delay=0.02, dsn=2.0.0, "
@@ -189,21 +189,13 @@ def journald():
 
 @pytest.fixture
 def lifetimes(tmp_path):
-    started: list[Exporter] = []
-
-    def start(journal_config: str, **overrides) -> Exporter:
+    def begin(journal_config: str, **overrides) -> Exporter:
         path = tmp_path / "config.yml"
         path.write_text(f"sources:\n  - journal: {journal_config}\n")
-        config = load_config(str(path), {"listen_address": "127.0.0.1:0",
-                                         "state_file": str(tmp_path / "state.json"), **overrides})
-        exporter = Exporter(config)
-        exporter.start()
-        started.append(exporter)
-        return exporter
+        return start(local_config(tmp_path, str(path), **overrides))
 
-    yield start
-    for exporter in started:
-        exporter.shutdown()
+    with exporters() as start:
+        yield begin
 
 
 def counts(exporter: Exporter) -> tuple[int, int, int]:

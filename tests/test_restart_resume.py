@@ -19,18 +19,20 @@ from bounce_exporter.config import load_config
 from bounce_exporter.source import FileSource, Position
 
 from .corpus import REPO
-from .helpers import free_port, http_get, samples, value, wait_until
+from .helpers import exporters, free_port, http_get, local_config, samples, value, wait_until
 
 SENT = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q:06X}: to=<u{q}@ok.example>, "
         "relay=x[1.2.3.4]:25, delay=0.02, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as F{q})\n")
 
 
 class Writer:
-    """Appends numbered delivery lines to whatever file is at the path now."""
+    """Appends numbered delivery lines to whatever file is at the path now (created empty if
+    there is none yet)."""
 
     def __init__(self, path):
         self.path = path
         self.written = 0
+        path.touch()
 
     def write(self, count: int, *, newline: bool = True) -> None:
         text = "".join(SENT.format(s=(self.written + i) % 60, q=self.written + i)
@@ -43,19 +45,9 @@ class Writer:
 @pytest.fixture
 def lifetimes(tmp_path):
     """Start exporters on the same log and state file; each is a lifetime."""
-    started: list[Exporter] = []
-
-    def start(log, **overrides) -> Exporter:
-        config = load_config(None, {"log_files": [str(log)], "listen_address": "127.0.0.1:0",
-                                    "state_file": str(tmp_path / "state.json"), **overrides})
-        exporter = Exporter(config)
-        exporter.start()
-        started.append(exporter)
-        return exporter
-
-    yield start
-    for exporter in started:
-        exporter.shutdown()
+    with exporters() as start:
+        yield lambda log, **overrides: start(local_config(tmp_path, log_files=[str(log)],
+                                                          **overrides))
 
 
 def scrape(exporter: Exporter) -> dict:
@@ -69,6 +61,14 @@ def delivered(found: dict) -> float:
     return value(found, "bounce_deliveries_total", domain="ok.example") or 0
 
 
+def read_scrape_and_stop(exporter: Exporter) -> float:
+    """The end of a lifetime: read what is there, serve a scrape, shut down. What it exposed."""
+    exporter.step()
+    exposed = delivered(scrape(exporter))
+    exporter.shutdown()
+    return exposed
+
+
 def die(exporter: Exporter) -> None:
     """What kill -9 leaves: no shutdown code runs (nothing written after the last scrape)."""
     exporter.server.shutdown()
@@ -80,7 +80,6 @@ def die(exporter: Exporter) -> None:
 
 def test_lines_written_while_down_are_read_once_and_counters_start_from_zero(tmp_path, lifetimes):
     log = tmp_path / "mail.log"
-    log.write_text("")
     writer = Writer(log)
     first = lifetimes(log)
     writer.write(3)
@@ -103,7 +102,6 @@ def test_lines_written_while_down_are_read_once_and_counters_start_from_zero(tmp
 
 def test_kill_9_after_a_scrape_loses_and_doubles_nothing_exposed(tmp_path, lifetimes):
     log = tmp_path / "mail.log"
-    log.write_text("")
     writer = Writer(log)
     first = lifetimes(log)
     writer.write(5)
@@ -128,13 +126,10 @@ def test_kill_9_after_a_scrape_loses_and_doubles_nothing_exposed(tmp_path, lifet
 
 def test_rotation_while_down_reads_the_old_file_to_its_end_then_the_new_one(tmp_path, lifetimes):
     log = tmp_path / "mail.log"
-    log.write_text("")
     writer = Writer(log)
     first = lifetimes(log)
     writer.write(2)
-    first.step()
-    exposed = delivered(scrape(first))
-    first.shutdown()
+    exposed = read_scrape_and_stop(first)
     writer.write(3)  # into the old file, after the last scrape
     os.rename(log, tmp_path / "mail.log.1")
     writer.write(4)  # the new file
@@ -147,13 +142,10 @@ def test_rotation_while_down_reads_the_old_file_to_its_end_then_the_new_one(tmp_
 
 def test_copytruncate_while_down_reads_the_rest_from_the_copy(tmp_path, lifetimes):
     log = tmp_path / "mail.log"
-    log.write_text("")
     writer = Writer(log)
     first = lifetimes(log)
     writer.write(2)
-    first.step()
-    exposed = delivered(scrape(first))
-    first.shutdown()
+    exposed = read_scrape_and_stop(first)
     writer.write(3)
     shutil.copyfile(log, tmp_path / "mail.log.1")
     with open(log, "r+b") as handle:
@@ -168,13 +160,10 @@ def test_copytruncate_while_down_reads_the_rest_from_the_copy(tmp_path, lifetime
 
 def test_several_rotations_of_every_kind_while_down(tmp_path, lifetimes):
     log = tmp_path / "mail.log"
-    log.write_text("")
     writer = Writer(log)
     first = lifetimes(log)
     writer.write(2)
-    first.step()
-    exposed = delivered(scrape(first))
-    first.shutdown()
+    exposed = read_scrape_and_stop(first)
     clock = log.stat().st_mtime_ns
 
     def tick(path) -> None:  # file times as if each rotation were a second apart
@@ -204,14 +193,11 @@ def test_several_rotations_of_every_kind_while_down(tmp_path, lifetimes):
 
 def test_a_partial_line_at_shutdown_is_read_whole_by_the_next_start(tmp_path, lifetimes):
     log = tmp_path / "mail.log"
-    log.write_text("")
     writer = Writer(log)
     first = lifetimes(log)
     writer.write(1)
     writer.write(1, newline=False)
-    first.step()
-    exposed = delivered(scrape(first))
-    first.shutdown()
+    exposed = read_scrape_and_stop(first)
     with open(log, "a") as handle:
         handle.write("\n")
     second = lifetimes(log)
@@ -227,9 +213,7 @@ def test_a_saved_position_wins_over_from_start(tmp_path, lifetimes):
     writer = Writer(log)
     writer.write(3)
     first = lifetimes(log, from_start=True)
-    first.step()
-    exposed = delivered(scrape(first))
-    first.shutdown()
+    exposed = read_scrape_and_stop(first)
     writer.write(1)
     second = lifetimes(log, from_start=True)
     second.step()

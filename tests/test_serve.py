@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from bounce_exporter.app import Exporter
-from bounce_exporter.config import load_config
+from bounce_exporter.config import Config
 
 from .corpus import CORPUS
-from .helpers import http_get, samples, value
+from .helpers import exporters, http_get, local_config, samples, value
 
 DISK_FULL = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q}: to=<u{q}@disk-full.example>, "
              "relay=127.0.0.1[127.0.0.1]:2525, delay=0.02, delays=0/0/0/0.01, dsn=4.3.1, "
@@ -21,29 +21,25 @@ SENT = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q}: to=<u{q}@ok.example
         "delay=0.02, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as FAKE1)\n")
 
 
-def make_exporter(tmp_path, log, config_text: str = "", **overrides) -> Exporter:
+def serve_config(tmp_path, log, config_text: str = "", **overrides) -> Config:
+    """A configuration for ``log``: ``config_text`` as the config file, then ``overrides``."""
     config_file = tmp_path / "config.yml"
     config_file.write_text(config_text)
-    config = load_config(str(config_file), {
-        "log_files": [str(log)], "listen_address": "127.0.0.1:0",
-        "state_file": str(tmp_path / "state.json"), **overrides})
-    exporter = Exporter(config)
-    return exporter
+    return local_config(tmp_path, str(config_file), log_files=[str(log)], **overrides)
+
+
+def make_exporter(tmp_path, log, config_text: str = "", **overrides) -> Exporter:
+    return Exporter(serve_config(tmp_path, log, config_text, **overrides))
 
 
 @pytest.fixture
 def running(tmp_path):
-    started = []
+    def begin(log, config_text: str = "", **overrides):
+        exporter = start(serve_config(tmp_path, log, config_text, **overrides))
+        return exporter, f"http://127.0.0.1:{exporter.server.server_address[1]}"
 
-    def start(log, config_text: str = "", **overrides):
-        exporter = make_exporter(tmp_path, log, config_text, **overrides)
-        host, port = exporter.start()
-        started.append(exporter)
-        return exporter, f"http://127.0.0.1:{port}"
-
-    yield start
-    for exporter in started:
-        exporter.shutdown()
+    with exporters() as start:
+        yield begin
 
 
 def scrape(base: str) -> dict:
