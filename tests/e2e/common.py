@@ -1,4 +1,4 @@
-"""Pieces shared by the Exim and OpenSMTPD end-to-end tests and labs (the Postfix ones predate it).
+"""Pieces shared by the end-to-end tests and labs of every MTA (the labs' own base: mta_lab.py).
 
 - the scenario (same domains and answers as test_postfix_e2e.py) and its "done" predicate;
 - SMTP injection, process-group bookkeeping, a BSD syslog header;

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Self
 
-from ..helpers import T, wait_until
 from . import fetch_mta
 from .common import live_processes, smtp_answers, smtp_inject, stop_process
 from .fake_smtp import free_port
+from .mta_lab import MtaLab
 
 LAB_HOSTNAME = "exim-lab.bounce-e2e.test"
 EXIM_USER = "Debian-exim"
@@ -98,8 +93,10 @@ class EximLabError(RuntimeError):
     pass
 
 
-class EximLab:
+class EximLab(MtaLab):
     """Set up, run and tear down a private Exim daemon. See the module docstring."""
+
+    log_label = "mainlog"
 
     def __init__(
         self,
@@ -114,11 +111,7 @@ class EximLab:
         reason = fetch_mta.not_ready((fetch_mta.exim_binary(),))
         if reason:
             raise EximLabError(reason)
-        self._own_base = base_dir is None
-        base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="bounce-e2e-exim-"))
-        base.mkdir(parents=True, exist_ok=True)
-        os.chmod(base, 0o755)  # the Exim user must reach spool/ and log/
-        self.base = base.resolve()
+        self._make_base(base_dir, "bounce-e2e-exim-")  # the Exim user must reach spool/, log/
         self.config = self.base / "exim.conf"
         self.spool = self.base / "spool"
         self.log_dir = self.base / "log"
@@ -201,17 +194,6 @@ class EximLab:
         pids = live_processes(self.last_daemon_pid, str(self.config))
         return [p for p in pids if p != os.getpid()]
 
-    def cleanup(self) -> None:
-        self.stop()
-        if self._own_base:
-            shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
     # -- mail ----------------------------------------------------------------------------------
     def inject(self, sender: str, recipient: str, subject: str) -> str:
         """Submit one message over SMTP to the daemon; return its Exim message id. The daemon
@@ -255,12 +237,6 @@ class EximLab:
         self.wait_until(step, timeout, interval=0.5, what="the queue to drain")
 
     # -- log -----------------------------------------------------------------------------------
-    def log_lines(self) -> list[str]:
-        try:
-            return self.maillog.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
     def log_tail(self, n: int = 30) -> str:
         panic = self.log_dir / "paniclog"
         tail = "\n".join(self.log_lines()[-n:])
@@ -269,10 +245,3 @@ class EximLab:
                 panic.read_text(errors="replace").splitlines()[-10:]
             )
         return tail
-
-    def wait_until(
-        self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
-    ) -> T:
-        """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
-        return wait_until(predicate, timeout, what, interval=interval,
-                          context=lambda: f"mainlog tail:\n{self.log_tail()}")

@@ -32,14 +32,10 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
-from ..helpers import T, wait_until
 from . import fetch_mta
 from .common import (
     live_processes,
@@ -49,6 +45,7 @@ from .common import (
     syslog_header,
 )
 from .fake_smtp import free_port
+from .mta_lab import MtaLab
 
 LAB_HOSTNAME = "opensmtpd-lab.bounce-e2e.test"
 LOG_HOST = "opensmtpd-lab"
@@ -88,7 +85,7 @@ def namespaces_work() -> bool:
         return False
 
 
-class OpenSMTPDLab:
+class OpenSMTPDLab(MtaLab):
     """Set up, run and tear down a private OpenSMTPD. See the module docstring."""
 
     def __init__(
@@ -104,11 +101,7 @@ class OpenSMTPDLab:
         reason = fetch_mta.not_ready((fetch_mta.smtpd_binary(), fetch_mta.smtpctl_binary()))
         if reason:
             raise OpenSMTPDLabError(reason)
-        self._own_base = base_dir is None
-        base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="bounce-e2e-smtpd-"))
-        base.mkdir(parents=True, exist_ok=True)
-        os.chmod(base, 0o755)
-        self.base = base.resolve()
+        self._make_base(base_dir, "bounce-e2e-smtpd-")
         self.config = self.base / "smtpd.conf"
         self.maillog = self.base / "maillog"
         self.maillog_rfc3339 = self.base / "maillog_rfc3339"
@@ -270,8 +263,7 @@ class OpenSMTPDLab:
         """Live processes of smtpd's process group (its children keep it)."""
         return live_processes(self.last_pid) if self.last_pid else []
 
-    def cleanup(self) -> None:
-        self.stop()
+    def _tidy(self) -> None:
         if not self.private:
             self._empty_spool()
             for name in ("smtpd.sock", "smtpd.pid"):
@@ -279,14 +271,6 @@ class OpenSMTPDLab:
         for folder in reversed(self._made):
             shutil.rmtree(folder, ignore_errors=True)
         self._made.clear()
-        if self._own_base:
-            shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
     # -- control -------------------------------------------------------------------------------
     def smtpctl(self, *args: str, check: bool = True) -> str:
@@ -351,18 +335,3 @@ class OpenSMTPDLab:
         self.wait_until(step, timeout, interval=interval, what="the queue to drain")
 
     # -- log -----------------------------------------------------------------------------------
-    def log_lines(self) -> list[str]:
-        try:
-            return self.maillog.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_lines()[-n:])
-
-    def wait_until(
-        self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
-    ) -> T:
-        """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
-        return wait_until(predicate, timeout, what, interval=interval,
-                          context=lambda: f"maillog tail:\n{self.log_tail()}")

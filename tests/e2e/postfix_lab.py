@@ -17,21 +17,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import smtplib
-import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Self
 
-from ..helpers import T, wait_until
-from .common import alive, live_processes
+from .common import alive, live_processes, smtp_answers
 from .fake_smtp import free_port
+from .mta_lab import MtaLab
 from .requirements import find_binary
 
 LAB_HOSTNAME = "postfix-lab.bounce-e2e.test"
@@ -70,7 +65,7 @@ class PostfixLabError(RuntimeError):
     pass
 
 
-class PostfixLab:
+class PostfixLab(MtaLab):
     """Set up, run and tear down a private Postfix instance. See the module docstring.
 
     Timing parameters are Postfix time values ("1s", "2s", "5d"); postconf accepts 1s as the
@@ -94,16 +89,7 @@ class PostfixLab:
         for name in ("postfix", "postconf", "postqueue", "postsuper"):
             if find_binary(name) is None:
                 raise PostfixLabError(f"{name} not found")
-        self._own_base = base_dir is None
-        base = (
-            Path(base_dir)
-            if base_dir is not None
-            else Path(tempfile.mkdtemp(prefix="bounce-e2e-postfix-"))
-        )
-        base.mkdir(parents=True, exist_ok=True)
-        # Postfix daemons run as the postfix user, and `postfix check` dislikes writable parents.
-        os.chmod(base, 0o755)
-        self.base = base.resolve()
+        self._make_base(base_dir, "bounce-e2e-postfix-")  # Postfix daemons run as postfix
         self.config_dir = self.base / "conf"
         self.queue_dir = self.base / "queue"
         self.data_dir = self.base / "data"  # left for post-install to create (owned by postfix)
@@ -199,7 +185,8 @@ class PostfixLab:
                 continue
             self.master_pid = self.last_master_pid = self._read_master_pid()
             try:
-                self.wait_until(self._smtpd_answers, timeout, what="smtpd to accept connections")
+                self.wait_until(lambda: smtp_answers(self.smtpd_port), timeout,
+                                what="smtpd to accept connections")
             except BaseException:
                 self.stop()
                 raise
@@ -211,18 +198,6 @@ class PostfixLab:
             return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-
-    def _smtpd_answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.smtpd_port), timeout=1) as sock:
-                sock.settimeout(2)
-                if not sock.recv(512).startswith(b"220"):
-                    return False
-                sock.sendall(b"QUIT\r\n")
-                sock.recv(512)
-                return True
-        except OSError:
-            return False
 
     def reload(self) -> None:
         self._run("postfix", "reload")
@@ -256,18 +231,6 @@ class PostfixLab:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    def cleanup(self) -> None:
-        """stop(), then remove the lab folder if this object created it."""
-        self.stop()
-        if self._own_base:
-            shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
     # -- mail ----------------------------------------------------------------------------------
     def inject(
@@ -354,15 +317,6 @@ class PostfixLab:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     # -- log -----------------------------------------------------------------------------------
-    def log_lines(self) -> list[str]:
-        try:
-            return self.maillog.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_lines()[-n:])
-
     def settled(self) -> bool:
         """True when the queue is empty and the log says every message it ever saw was removed.
 
@@ -379,10 +333,3 @@ class PostfixLab:
                     removed.add(m["qid"])
         return seen == removed
 
-    # -- polling -------------------------------------------------------------------------------
-    def wait_until(
-        self, predicate: Callable[[], T], timeout: float, *, interval: float = 0.1, what: str = ""
-    ) -> T:
-        """Poll predicate() until it returns something truthy (returned), at most `timeout` s."""
-        return wait_until(predicate, timeout, what, interval=interval,
-                          context=lambda: f"maillog tail:\n{self.log_tail()}")
