@@ -14,7 +14,9 @@ import smtplib
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -108,6 +110,48 @@ def assert_scenario_played(
         counts = per_recipient(record[domain], code)
         assert all(counts[r] >= MIN_DEFERRALS for r in recipients[domain]), counts
     assert deliveries(record["sender.example"]) == returned
+
+
+@dataclass(frozen=True)
+class LoggedAttempt:
+    """One delivery attempt as a lab test reads it from the MTA's log, with its own regexes
+    (deliberately independent of the exporter's parsers)."""
+
+    recipient: str
+    status: str  # sent | deferred | bounced (| expired, which is no attempt)
+    code: str | None
+    enhanced: str | None
+    stage: str | None = None  # "RCPT" or "DATA" for a refusal, where the log says
+
+    @property
+    def domain(self) -> str:
+        return self.recipient.rpartition("@")[2].lower()
+
+
+def assert_log_matches_record(logged: Iterable[LoggedAttempt],
+                              record: Mapping[str, Sequence[Answer]],
+                              *, stages: bool = True) -> dict[str, list[LoggedAttempt]]:
+    """The log's attempts agree with the fake server's record, domain by domain, exactly: how many,
+    sent, deferred and bounced, the refusals' codes and (with ``stages``) the SMTP stage of each.
+    Returns the attempts by domain."""
+    by_domain: dict[str, list[LoggedAttempt]] = {}
+    for attempt in logged:
+        by_domain.setdefault(attempt.domain, []).append(attempt)
+    assert set(by_domain) == set(record), (sorted(by_domain), sorted(record))
+    for domain, answers in record.items():
+        lines = by_domain[domain]
+        statuses = Counter(x.status for x in lines)
+        assert len(lines) == attempts(answers), (domain, summarize({domain: answers}), statuses)
+        assert statuses["sent"] == deliveries(answers), domain
+        refused = Counter((x.code, x.enhanced) for x in lines if x.status != "sent")
+        assert refused == Counter(failures(answers)), domain
+        verdicts = [a for a in answers if a.ends_attempt and a.code[0] != "2"]
+        assert statuses["deferred"] == sum(1 for a in verdicts if a.code[0] == "4"), domain
+        assert statuses["bounced"] == sum(1 for a in verdicts if a.code[0] == "5"), domain
+        if stages:
+            assert Counter(x.stage for x in lines if x.status != "sent") == Counter(
+                a.stage for a in verdicts), domain
+    return by_domain
 
 
 # -- SMTP -------------------------------------------------------------------------------------
