@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +15,6 @@ from hypothesis import strategies as st
 from bounce_exporter import parsers
 from bounce_exporter.app import Exporter
 from bounce_exporter.classify import Classifier
-from bounce_exporter.config import load_config
 from bounce_exporter.metrics import MetricState
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.pipeline import Pipeline
@@ -193,29 +191,10 @@ def test_a_parser_bug_is_counted_and_reading_goes_on(tmp_path):
 # -- a full disk when saving the state ------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 64 KiB tmpfs: a genuinely full disk (needs root with CAP_SYS_ADMIN, else skipped)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_is_counted_retried_and_serving_goes_on(tmp_path, tiny_tmpfs):
     log = tmp_path / "mail.log"
     log.write_text("")
-    config = load_config(None, {"log_files": [str(log)], "listen_address": "127.0.0.1:0",
-                                "state_file": str(tiny_tmpfs / "state.json")})
-    one = Exporter(config)
+    one = Exporter(local_config(tiny_tmpfs, log_files=[str(log)]))
     one.start()
     try:
         filler = tiny_tmpfs / "filler"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -99,27 +98,6 @@ def test_write_failing_midway_raises_oserror_and_keeps_the_previous_file(tmp_pat
     assert path.read_bytes() == before
     assert read_state(path) == OLD
     assert leftovers(tmp_path) == []
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 64 KiB tmpfs: a genuinely full disk (needs root with CAP_SYS_ADMIN, else skipped)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 def test_full_disk_raises_enospc_and_keeps_the_previous_file(tiny_tmpfs):

@@ -18,13 +18,11 @@ import json
 import os
 import re
 import signal
-import smtplib
 import subprocess
 import time
 from collections.abc import Mapping
-from email.message import EmailMessage
 
-from .common import alive, live_processes, smtp_answers
+from .common import alive, live_processes, smtp_answers, smtp_inject
 from .fake_smtp import free_port
 from .mta_lab import MtaLab
 from .requirements import find_binary
@@ -233,33 +231,12 @@ class PostfixLab(MtaLab):
                 pass
 
     # -- mail ----------------------------------------------------------------------------------
-    def inject(
-        self, sender: str, recipient: str | list[str], subject: str, body: str = "e2e test\n"
-    ) -> str:
+    def inject(self, sender: str, recipient: str, subject: str) -> str:
         """Submit one message over SMTP to the lab's smtpd; return its Postfix queue id."""
-        recipients = [recipient] if isinstance(recipient, str) else list(recipient)
-        msg = EmailMessage()
-        msg["From"] = sender
-        msg["To"] = ", ".join(recipients)
-        msg["Subject"] = subject
-        msg.set_content(body)
-        with smtplib.SMTP(
-            "127.0.0.1", self.smtpd_port, local_hostname="injector.bounce-e2e.test", timeout=30
-        ) as smtp:
-            smtp.ehlo()
-            code, resp = smtp.mail(sender)
-            if code != 250:
-                raise PostfixLabError(f"MAIL FROM refused: {code} {resp!r}")
-            for rcpt in recipients:
-                code, resp = smtp.rcpt(rcpt)
-                if code not in (250, 251):
-                    raise PostfixLabError(f"RCPT TO {rcpt} refused: {code} {resp!r}")
-            code, resp = smtp.data(msg.as_bytes())
-            if code != 250:
-                raise PostfixLabError(f"DATA refused: {code} {resp!r}")
-        match = _QUEUED_AS_RE.search(resp.decode(errors="replace"))
+        reply = smtp_inject(self.smtpd_port, sender, recipient, subject)
+        match = _QUEUED_AS_RE.search(reply)
         if not match:
-            raise PostfixLabError(f"no queue id in {resp!r}")
+            raise PostfixLabError(f"no queue id in {reply!r}")
         return match["qid"]
 
     def flush(self) -> None:
