@@ -48,6 +48,18 @@ def reply_at(text: str, pos: int = 0) -> tuple[str | None, str | None]:
     return match.group("code"), match.group("enhanced")
 
 
+def reply_at_or_after(text: str, marker: re.Pattern[str]) -> tuple[str | None, str | None]:
+    """(code, enhanced) of a reply at the start of ``text``, else right after the first match of
+    ``marker`` (the MTA's words before a relayed reply: OpenSMTPD's "SMTP server error: ",
+    Exchange's "SmtpResponse:"); (None, None) when there is none there."""
+    code, enhanced = reply_at(text)
+    if code is None:
+        found = marker.search(text)
+        if found is not None:
+            return reply_at(text, found.end())
+    return code, enhanced
+
+
 # Where a remote reply can start in a log line of any MTA (for `explain`, which gets a pasted line
 # or just a code): the start of the text; after ": " (Postfix "said: ", Exim "... RCPT TO:<x>: ",
 # Sendmail "Deferred: ", Haraka "rejected: "); after "(" (Postfix "status=sent (250 ..."); after

@@ -1,8 +1,10 @@
 """Reply codes are read only where a reply starts; enhanced codes only right after the code."""
 
+import re
+
 import pytest
 
-from bounce_exporter.reply import find_reply
+from bounce_exporter.reply import find_reply, reply_at_or_after
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -23,3 +25,14 @@ from bounce_exporter.reply import find_reply
 ])
 def test_find_reply(text, expected):
     assert find_reply(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("421 4.3.0 try later", ("421", "4.3.0")),  # at the start: the marker is not looked for
+    ("SMTP server error: 452 4.2.2 Mailbox full", ("452", "4.2.2")),
+    ("Remote host: SMTP server error: 550 5.1.1 unknown", ("550", "5.1.1")),
+    ("delivery to 550 5.1.1 failed", (None, None)),  # neither at the start nor after the marker
+    ("SMTP server error: no reply here", (None, None)),
+])
+def test_reply_at_or_after_a_marker(text, expected):
+    assert reply_at_or_after(text, re.compile(r"SMTP server error: ")) == expected

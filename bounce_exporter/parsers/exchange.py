@@ -30,7 +30,7 @@ from datetime import datetime
 from bounce_exporter.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
-from bounce_exporter.reply import reply_at
+from bounce_exporter.reply import reply_at_or_after
 
 MTA = "exchange"
 STATUS_OF = {"DELIVER": "sent", "SEND": "sent", "DEFER": "deferred", "FAIL": "bounced"}
@@ -56,12 +56,7 @@ _LED_END = re.compile(r"\};|\}\]")
 def exchange_reply(status: str) -> tuple[str | None, str | None]:
     """(code, enhanced) of one recipient's status: at its start, after ``LED=`` or
     ``SmtpResponse:``."""
-    code, enhanced = reply_at(status)
-    if code is None:
-        start = _REPLY_START.search(status)
-        if start is not None:
-            return reply_at(status, start.end())
-    return code, enhanced
+    return reply_at_or_after(status, _REPLY_START)
 
 
 def _reply_text(status: str) -> str:

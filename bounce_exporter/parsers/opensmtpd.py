@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from bounce_exporter.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
-from bounce_exporter.reply import reply_at
+from bounce_exporter.reply import reply_at, reply_at_or_after
 from bounce_exporter.syslog import StampReader, parse_header
 
 MTA = "opensmtpd"
@@ -69,12 +69,7 @@ _SERVER_ERROR = re.compile(r"(?:LMTP|SMTP) server error: ")
 
 def stat_reply(stat: str) -> tuple[str | None, str | None]:
     """(code, enhanced) of a ``stat=`` value: a reply at its start, or after "server error: "."""
-    code, enhanced = reply_at(stat)
-    if code is None:
-        inner = _SERVER_ERROR.search(stat)
-        if inner is not None:
-            return reply_at(stat, inner.end())
-    return code, enhanced
+    return reply_at_or_after(stat, _SERVER_ERROR)
 
 
 class _Session:
