@@ -279,6 +279,15 @@ class FileSource:
             reader.close()
         return self.position
 
+    def _dealt_with(self, reader: _Reader, done_heads: set[bytes]) -> bool:
+        """Was this rotated file read to its end, or there at start and not queued? Known by its
+        first bytes: the same inode with other first bytes is another file (a deleted file's
+        inode number reused by a later generation), never skipped as read."""
+        if reader.fingerprint in done_heads:
+            return True
+        head = self._done.get(reader.ident)
+        return bool(head) and reader.fingerprint.startswith(head)
+
     def _remember(self, reader: _Reader) -> None:
         self._done.pop(reader.ident, None)
         self._done[reader.ident] = reader.fingerprint
@@ -565,7 +574,7 @@ class FileSource:
         for reader in self._candidates():
             older = reader.mtime_ns < mtime_ns if same_time else reader.mtime_ns <= mtime_ns
             if (reader.ident in exclude or older or not reader.fingerprint
-                    or reader.ident in self._done or reader.fingerprint in done_heads):
+                    or self._dealt_with(reader, done_heads)):
                 reader.close()
                 continue
             twin = newer.get(reader.fingerprint)

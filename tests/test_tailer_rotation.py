@@ -263,3 +263,31 @@ def test_permission_denied_is_down_then_read_once_fixed():
             assert reader.wait(timeout=30) == 0
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_deleted_rotated_files_inode_reused_by_a_new_generation_is_read(log):
+    """The files there at start are remembered as dealt with, by inode *and* first bytes. When the
+    oldest is deleted and the file system gives its inode number to a new file (ext4 does), that
+    new file is a generation of its own: read, not skipped as already read (issue 18: one whole
+    generation lost after a restart). The reuse is made certain here by rewriting the old file
+    in place under a new name, which is what a reused inode looks like to the reader."""
+    old = log.with_name("mail.log.1")
+    old.write_bytes(lines("old", 3))
+    append(log, lines("a", 2))
+    source = FileSource(str(log))
+    assert read(source) == []  # at the end: mail.log.1 (there at start) is dealt with
+    append(log, lines("a", 1, 2))
+    # while nobody reads: the oldest file is deleted and its inode number goes to the next live
+    # file (rename, truncate and rewrite keep the inode), then two rotations
+    os.rename(old, log.with_name("reused"))
+    with open(log.with_name("reused"), "r+b") as handle:
+        handle.truncate(0)
+    os.rename(log, old)  # mail.log -> mail.log.1 (the file being read)
+    os.rename(log.with_name("reused"), log)  # the new mail.log, on the deleted file's inode
+    append(log, lines("b", 3))
+    later = os.stat(old).st_mtime_ns + 10**9  # written after the file being read, certainly
+    os.utime(log, ns=(later, later))
+    os.rename(old, log.with_name("mail.log.2"))
+    os.rename(log, old)
+    log.write_bytes(lines("c", 1))
+    assert read(source) == expected("a", 1, 2) + expected("b", 3) + expected("c", 1)

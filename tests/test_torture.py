@@ -58,8 +58,9 @@ class Writer:
 
     STYLES = ("rename", "copytruncate", "symlink", "delete")
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, keep: int | None = None):
         self.folder = folder
+        self.keep = keep  # rotated generations kept (logrotate's rotate N): older ones deleted
         self.live = folder / "mail.log"
         self.live.write_bytes(b"")
         self.fd = os.open(self.live, os.O_WRONLY | os.O_APPEND)
@@ -86,11 +87,15 @@ class Writer:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _shift(self) -> None:
-        """mail.log.N -> mail.log.N+1, oldest first, as logrotate does (inodes kept)."""
+        """mail.log.N -> mail.log.N+1, oldest first, as logrotate does (inodes kept); past
+        ``keep`` generations, the oldest is deleted (its inode number free for the next file)."""
         numbered = sorted((int(p.name.rsplit(".", 1)[1]), p)
                           for p in self.folder.glob("mail.log.[0-9]*"))
         for number, path in reversed(numbered):
-            os.rename(path, self.folder / f"mail.log.{number + 1}")
+            if self.keep is not None and number >= self.keep:
+                os.unlink(path)
+            else:
+                os.rename(path, self.folder / f"mail.log.{number + 1}")
 
     def next_style(self, exporter_up: bool) -> str:
         style = self.STYLES[self.turn % len(self.STYLES)]
@@ -288,5 +293,113 @@ def test_every_line_is_counted_once_through_rotations_and_restarts(tmp_path, sto
     assert got == {key: expected[key] for key in got}, [x.log() for x in ended]
     assert writer.lines / writing >= 5000
     assert all(down_rotations[style] >= 1 for style in ("rename", "copytruncate", "symlink"))
+    for lifetime in ended:
+        lifetime.stderr.close()
+
+
+GENERATION_LINES = 3000  # lines per generation: a rotation every 3,000 lines
+GENERATION_RATE = 2500  # lines per second
+GENERATION_STOPS = (10_000, 20_000)  # kill -9 once the counters showed these lines, 1.5 s later
+GENERATION_PAUSE = 2.7  # seconds stopped: more than two generations' time
+GENERATION_TOTAL = 30_001  # at least
+
+
+def test_alternating_rotations_with_deletes_and_restarts_lose_no_generation(tmp_path):
+    """Issue 18's pattern, which lost one whole 3,000-line generation in 3 runs of 5: 2,500
+    lines/s, a rotation every 3,000 lines alternating rename and copytruncate, five generations
+    kept (the oldest deleted, its inode number free for the next file), kill -9 at 10,000 and
+    20,000 lines (each after the counters showed every line so far, then 1.5 s more without a
+    scrape), and while down 500 more lines and one rename rotation.
+
+    The cause: the rotated files there at a start were remembered as dealt with by inode number
+    alone; a later generation given a deleted file's inode number (ext4 reuses them at once) was
+    skipped as read when the reader had to catch up over two rotations. A busy machine makes a
+    reader that late; here each lifetime after a restart is stopped (SIGSTOP) for more than two
+    generations' time once it has read 1,500 lines, so that catch-up happens in every run."""
+    writer = Writer(tmp_path, keep=5)
+    log = tmp_path / "mail.log"
+    began = time.monotonic()
+    lifetime: Lifetime | None = Lifetime(tmp_path)
+    totals = Counter()
+    ended: list[Lifetime] = []
+    kill_at = resume_at = None
+    paused_at: int | None = None  # lines written when this lifetime's pause ended
+    born = 0  # lines written when this lifetime started
+    turn = since_rotation = 0
+    step = 25  # lines per write: 100 writes a second
+
+    def write(count: int) -> None:
+        nonlocal turn, since_rotation
+        while count:
+            part = min(count, GENERATION_LINES - since_rotation)
+            writer.write(part)
+            count -= part
+            since_rotation += part
+            if since_rotation == GENERATION_LINES:
+                writer.rotate(("rename", "copytruncate")[turn % 2])
+                turn += 1
+                since_rotation = 0
+
+    def done() -> bool:
+        return (len(ended) == 2 and lifetime is not None and paused_at is not None
+                and writer.lines >= max(GENERATION_TOTAL, paused_at + 1500))
+
+    try:
+        while not lifetime.check_ready():
+            assert time.monotonic() - began < 30, "the exporter did not start"
+        next_write = time.monotonic()
+        while not done():
+            now = time.monotonic()
+            assert now - began < DEADLINE, "generation test over its time bound"
+            if now >= next_write:
+                write(step)
+                next_write += step / GENERATION_RATE
+            if lifetime is None:  # down: 500 lines and one rename rotation, then start again
+                write(500)
+                writer.rotate("rename")
+                since_rotation = 0
+                lifetime, born, paused_at = Lifetime(tmp_path), writer.lines, None
+            elif resume_at is not None:
+                if now >= resume_at:
+                    lifetime.process.send_signal(signal.SIGCONT)
+                    resume_at, paused_at = None, writer.lines
+            elif ended and paused_at is None:
+                if lifetime.check_ready() and writer.lines >= born + 1500:
+                    lifetime.process.send_signal(signal.SIGSTOP)
+                    resume_at = now + GENERATION_PAUSE
+            elif kill_at is not None:
+                if now >= kill_at:
+                    kill_at = None
+                    assert lifetime.end(signal.SIGKILL) == -signal.SIGKILL, lifetime.log()
+                    totals += counts(lifetime.last, log)
+                    ended.append(lifetime)
+                    lifetime = None
+                    continue
+            elif len(ended) < 2 and writer.lines >= GENERATION_STOPS[len(ended)]:
+                seen = (totals + counts(lifetime.scrape(), log))["lines"]
+                if seen >= GENERATION_STOPS[len(ended)] or now - began > DEADLINE / 2:
+                    kill_at = now + 1.5  # its last scrape; 1.5 s more reading, never exposed
+            time.sleep(max(0.0, next_write - time.monotonic()))
+        while (totals + counts(lifetime.scrape(), log))["lines"] < writer.lines:
+            if time.monotonic() - began > DEADLINE:
+                break  # lines lost: the sum below tells how many
+            time.sleep(0.05)
+        time.sleep(0.3)  # nothing more comes (no line counted twice)
+        assert lifetime.end(signal.SIGTERM) == 0, lifetime.log()
+        totals += counts(lifetime.last, log)
+        ended.append(lifetime)
+    finally:
+        writer.close()
+        if lifetime is not None and lifetime.process.poll() is None:
+            lifetime.process.send_signal(signal.SIGCONT)
+            lifetime.process.kill()
+    print(f"\ngenerations: {writer.lines} lines, rotations {dict(writer.rotations)}, per lifetime "
+          f"lines {[counts(x.last, log)['lines'] for x in ended]}")
+    assert len(ended) == 3
+    assert totals["lines"] == writer.lines, [x.log() for x in ended]
+    assert totals["sent"] == writer.written["sent"]
+    assert totals["deferred"] == writer.written["deferred"]
+    assert totals["bounced"] == writer.written["bounced"]
+    assert writer.rotations["rename"] >= 6 and writer.rotations["copytruncate"] >= 4
     for lifetime in ended:
         lifetime.stderr.close()
