@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bench.run import attempts_by_status, bench_log, run_ours, run_postfix_exporter
 from bounce_exporter.parsers.postfix import _AGENT_DELIVERY
-from bounce_exporter.syslog import StampReader
+from bounce_exporter.parsers.syslog import StampReader
 
 BLOCK = 1 << 20
 DELIVERY = re.compile(_AGENT_DELIVERY.pattern.encode(), re.DOTALL)  # the parser's regex, on bytes

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
 
-from bounce_exporter.classify import Classifier
-from bounce_exporter.explain import explain
+from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.explain import explain
 
 # Sisimai 4.25 reason -> our categories that mean the same (first: the closest).
 SISIMAI_TO_OURS: dict[str, tuple[str, ...]] = {

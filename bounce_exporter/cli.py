@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace, config, loader) -> int:
     if args.command == "parse":
         return app.parse_files(args.files, config, sys.stdout, sys.stderr)
     if args.command == "explain":
-        from bounce_exporter.explain import run_explain
+        from bounce_exporter.classify.explain import run_explain
 
         return run_explain(args.explain_text, config.text_rules, as_json=args.explain_json,
                            out=sys.stdout, err=sys.stderr)

@@ -19,7 +19,7 @@ Every problem found is collected and reported together (``ConfigError``), each n
       domain_allowlist: []         # domains that always get their own series
       max_line_bytes: 65536        # longer lines are skipped and counted
     state_file: /var/lib/bounce-exporter/state.json
-    persistent_deferrals: [...]    # see bounce_exporter.deferrals
+    persistent_deferrals: [...]    # see bounce_exporter.state.deferrals
     classification:
       text_rules: [...]            # extra rules, checked before the packaged catalog's
 """
@@ -34,12 +34,13 @@ from typing import Any
 
 import yaml
 
-from bounce_exporter.deferrals import parse_rules
+from bounce_exporter.state.deferrals import parse_rules
 from bounce_exporter.durations import parse_duration
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.parsers import PARSERS
-from bounce_exporter.web import parse_listen_address
-from bounce_exporter.webconfig import load_web_config
+from bounce_exporter.sources.rotation import is_rotated_name
+from bounce_exporter.exposition.http import parse_listen_address
+from bounce_exporter.exposition.webconfig import load_web_config
 
 DEFAULT_LOG_FILES = ("/var/log/mail.log", "/var/log/maillog")
 DEFAULT_STATE_FILE = "/var/lib/bounce-exporter/state.json"
@@ -56,7 +57,7 @@ CLASSIFICATION_KEYS = {"text_rules"}
 
 @dataclass(frozen=True)
 class JournalConfig:
-    """A journal source (bounce_exporter.journal): units, or a syslog identifier, to follow."""
+    """A journal source (bounce_exporter.sources.journal): units, or a syslog identifier, to follow."""
 
     units: tuple[str, ...] = ()  # none and no identifier: the default units
     identifier: str | None = None
@@ -80,7 +81,7 @@ class Config:
     poll_interval: float = 1.0
     listen_address: str = ":39431"
     telemetry_path: str = "/metrics"
-    web_config_file: str | None = None  # TLS and basic auth; see bounce_exporter.webconfig
+    web_config_file: str | None = None  # TLS and basic auth; see bounce_exporter.exposition.webconfig
     log_level: str = "info"
     max_domains: int = 500
     domain_allowlist: tuple[str, ...] = ()
@@ -145,7 +146,7 @@ def _live_of(path: str, matches: list[str]) -> str | None:
     """The match ``path`` is a rotated name of (the longest such name), or None."""
     found = None
     for other in matches:
-        if (other != path and path.startswith(other) and path[len(other)] in ".-_"
+        if (other != path and is_rotated_name(path, other)
                 and os.path.dirname(other) == os.path.dirname(path)
                 and (found is None or len(other) > len(found))):
             found = other
@@ -219,7 +220,7 @@ def _apply_file(config: Config, raw: dict, where: str, problems: list[str]) -> N
     if not isinstance(allow, list) or not all(isinstance(d, str) for d in allow):
         problems.append(f"{where}: limits.domain_allowlist: must be a list of domain names")
     else:
-        from bounce_exporter.domains import normalise_domain
+        from bounce_exporter.parsers.domains import normalise_domain
 
         config.domain_allowlist = tuple(normalise_domain(d) for d in allow)
     if "persistent_deferrals" in raw:
@@ -259,7 +260,7 @@ def _sources(value: Any, where: str, problems: list[str]) -> list[SourceConfig]:
 
 
 def journal_source(journal: JournalConfig, fmt: str = "postfix") -> SourceConfig:
-    from bounce_exporter.journal import source_name
+    from bounce_exporter.sources.journal import source_name
 
     name = source_name(journal.units, journal.identifier, journal.namespace, journal.directory)
     return SourceConfig(name, fmt, journal=journal)

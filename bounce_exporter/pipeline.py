@@ -13,11 +13,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bounce_exporter.classify import Classifier
+from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.metrics import MetricState
+from bounce_exporter.state.counters import MetricState
 from bounce_exporter.parsers import LineNotUnderstood, Parser
-from bounce_exporter.source import Batch, Block, FileSource, Position
+from bounce_exporter.sources.files import FileSource
+from bounce_exporter.sources.lines import Batch, Block
+from bounce_exporter.sources.position import Position
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from bounce_exporter import parsers
 from bounce_exporter.app import Exporter
-from bounce_exporter.classify import Classifier
-from bounce_exporter.metrics import MetricState
+from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.state.counters import MetricState
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.pipeline import Pipeline
-from bounce_exporter.source import FileSource
+from bounce_exporter.sources.files import FileSource
 
 from .corpus import CORPUS
 from .helpers import exporters, http_get, local_config, samples, value
@@ -141,7 +141,7 @@ def test_a_line_of_any_length_is_never_held_whole(tmp_path):
             handle.write(b"y" * 65536)
             handle.flush()
             assert [line for batch in source.read_batches() for line in batch] == []
-            assert len(source._partial) <= 1024
+            assert len(source._lines.partial) <= 1024
         handle.write(b"\nafter\n")
     assert [line for batch in source.read_batches() for line in batch] == [b"", b"after"]
     assert source.lines_too_long == 1
@@ -154,7 +154,7 @@ def test_a_directory_or_fifo_is_down_logged_once_and_never_blocks(tmp_path, expo
         log.mkdir()
     else:
         os.mkfifo(log)
-    with caplog.at_level(logging.WARNING, logger="bounce_exporter.source"):
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.sources.files"):
         one = exporter(log)
         for _ in range(3):
             assert one.step() == 0

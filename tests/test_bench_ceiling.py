@@ -14,7 +14,7 @@ import pytest
 from bench import ceiling
 from bench.generate import truth_path, write
 from bench.run import attempts_by_status
-from bounce_exporter.domains import normalise_domain
+from bounce_exporter.parsers.domains import normalise_domain
 from bounce_exporter.parsers.postfix import PostfixParser
 
 LINES = 20_000

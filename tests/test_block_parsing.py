@@ -12,13 +12,14 @@ import random
 import pytest
 
 from bench.generate import generate
-from bounce_exporter.classify import Classifier
-from bounce_exporter.deferrals import DEFAULT_RULES, DeferralTracker
-from bounce_exporter.metrics import DomainLabels, MetricState
+from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.state.deferrals import DEFAULT_RULES, DeferralTracker
+from bounce_exporter.state.counters import DomainLabels, MetricState
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.postfix import PostfixParser
 from bounce_exporter.pipeline import Pipeline
-from bounce_exporter.source import FileSource, _blank_long_lines
+from bounce_exporter.sources.files import FileSource
+from bounce_exporter.sources.lines import blank_long_lines
 from tests.corpus import CORPUS, format_samples
 
 REAL_LOG = CORPUS / "real" / "postfix-3min.log"
@@ -147,7 +148,7 @@ def test_blank_long_lines_is_exact():
         lines = [b"x" * rng.choice([0, 1, limit - 1, limit, limit + 1, limit + 2, 3 * limit])
                  for _ in range(rng.randint(0, 30))]
         data = b"".join(line + b"\n" for line in lines)
-        blanked, count = _blank_long_lines(data, limit)
+        blanked, count = blank_long_lines(data, limit)
         assert blanked == b"".join((b"" if len(line) > limit else line) + b"\n" for line in lines)
         assert count == sum(len(line) > limit for line in lines)
 

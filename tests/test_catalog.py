@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bounce_exporter.catalog import INTENDED, default_catalog_path, load_catalog
-from bounce_exporter.classify import Classifier
+from bounce_exporter.classify.catalog import INTENDED, default_catalog_path, load_catalog
+from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.errors import ConfigError
 
 CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"

@@ -13,7 +13,7 @@ import pytest
 
 from bounce_exporter.app import Exporter, parse_files
 from bounce_exporter.config import SourceConfig, expand_sources, load_config
-from bounce_exporter.streams import CatchUpSource
+from bounce_exporter.sources.catchup import CatchUpSource
 
 SENT = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q:06X}: to=<u{q}@ok.example>, "
         "relay=x[1.2.3.4]:25, delay=0.02, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as F{q})\n")

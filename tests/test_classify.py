@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bounce_exporter.classify import Classification, Classifier
-from bounce_exporter.reply import find_reply_in_line
+from bounce_exporter.classify.classifier import Classification, Classifier
+from bounce_exporter.parsers.reply import find_reply_in_line
 
 CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"
 
@@ -310,7 +310,7 @@ def test_classify_is_fast_enough_for_the_hot_path(classifier):
 
 
 def test_repeated_replies_are_remembered_and_the_memo_is_bounded(classifier):
-    from bounce_exporter import classify
+    from bounce_exporter.classify import classifier as classify
 
     text = "host mx[192.0.2.1] said: 431 4.3.1 STOREDRV.Deliver; disk is full"
     first = classifier.classify("deferred", "431", "4.3.1", text)

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from bounce_exporter.classify import Classification
-from bounce_exporter.deferrals import (
+from bounce_exporter.classify.classifier import Classification
+from bounce_exporter.state.deferrals import (
     DEFAULT_RULES,
     DeferralRule,
     DeferralTracker,
@@ -512,7 +512,7 @@ GOOD = {
 def test_load_state_ignores_a_whole_state_that_is_garbage(state, caplog):
     tracker = default_tracker()
     defer_every(tracker, [T0], domain="kept.example")
-    with caplog.at_level(logging.WARNING, logger="bounce_exporter.deferrals"):
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.state.deferrals"):
         tracker.load_state(state)
     assert [r["domain"] for r in tracker.api_view()] == ["kept.example"]
 
@@ -545,7 +545,7 @@ def test_load_state_skips_garbage_entries_and_keeps_the_good_one(caplog):
         "cleared": [*bad_entries, 17],
     }
     tracker = default_tracker()
-    with caplog.at_level(logging.WARNING, logger="bounce_exporter.deferrals"):
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.state.deferrals"):
         tracker.load_state(state)
     [flag] = tracker.active()
     assert (flag.domain, flag.since, flag.attempts) == ("a.example", T0, 3)

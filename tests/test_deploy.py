@@ -27,10 +27,11 @@ import pytest
 import yaml
 
 from bounce_exporter import config as config_module
-from bounce_exporter import deferrals, webconfig
+from bounce_exporter.exposition import webconfig
+from bounce_exporter.state import deferrals
 from bounce_exporter.cli import build_parser
-from bounce_exporter.web import start_server
-from bounce_exporter.webconfig import load_web_config
+from bounce_exporter.exposition.http import start_server
+from bounce_exporter.exposition.webconfig import load_web_config
 
 from .e2e.requirements import find_binary, require
 from .helpers import free_port, wait_until
@@ -364,7 +365,7 @@ def test_dockerfile_build_stage_installs_the_package_from_what_it_copies(tmp_pat
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert "bounce_exporter/webconfig.py" in names
+    assert "bounce_exporter/exposition/webconfig.py" in names
     assert "bounce_exporter/data/catalog.yaml" in names
     assert "Requires-Dist: bcrypt" in metadata
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from bounce_exporter.catalog import KINDS
-from bounce_exporter.classify import Classifier
-from bounce_exporter.explain import KEYS, explain, render
+from bounce_exporter.classify.catalog import KINDS
+from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.explain import KEYS, explain, render
 
 from .corpus import CORPUS, REPO, format_samples
 

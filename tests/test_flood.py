@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bench.flood import flood_lines, status_of
 from bounce_exporter.app import Exporter
 from bounce_exporter.config import load_config
-from bounce_exporter.deferrals import DeferralTracker
+from bounce_exporter.state.deferrals import DeferralTracker
 
 from .helpers import samples, value
 

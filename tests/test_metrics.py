@@ -5,9 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bounce_exporter import __version__
-from bounce_exporter.classify import Classification
+from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.metrics import DomainLabels, MetricsCollector, MetricState
+from bounce_exporter.exposition.collector import MetricsCollector
+from bounce_exporter.state.counters import DomainLabels, MetricState
 
 
 def event(domain, status, code=None, enhanced=None):

@@ -10,7 +10,7 @@ import pytest
 
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.postfix import PostfixParser
-from bounce_exporter.reply import find_reply
+from bounce_exporter.parsers.reply import find_reply
 
 from .corpus import CORPUS, check_event, fragments, sample_id, whole_lines
 

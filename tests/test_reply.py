@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from bounce_exporter.reply import find_reply, reply_at_or_after
+from bounce_exporter.parsers.reply import find_reply, reply_at_or_after
 
 
 @pytest.mark.parametrize("text, expected", [

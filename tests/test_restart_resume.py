@@ -16,7 +16,8 @@ import pytest
 
 from bounce_exporter.app import Exporter
 from bounce_exporter.config import load_config
-from bounce_exporter.source import FileSource, Position
+from bounce_exporter.sources.files import FileSource
+from bounce_exporter.sources.position import Position
 
 from .corpus import REPO
 from .helpers import exporters, free_port, http_get, local_config, samples, value, wait_until

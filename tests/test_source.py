@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bounce_exporter.source import FileSource
+from bounce_exporter.sources.files import FileSource
 
 
 def read(source: FileSource) -> list[bytes]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bounce_exporter.statefile import read_state, write_state
+from bounce_exporter.persistence.statefile import read_state, write_state
 
 OLD = {"version": 1, "streaks": [{"domain": "a.example", "since": 1700000000.0}]}
 NEW = {
@@ -69,7 +69,7 @@ def test_write_onto_a_directory_raises_and_cleans_up(tmp_path):
 _LIMITED_WRITE = textwrap.dedent(
     """
     import json, resource, signal, sys
-    from bounce_exporter.statefile import write_state
+    from bounce_exporter.persistence.statefile import write_state
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     try:
@@ -115,7 +115,7 @@ def test_full_disk_raises_enospc_and_keeps_the_previous_file(tiny_tmpfs):
 
 
 def test_read_missing_file_is_empty_without_a_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="bounce_exporter.statefile"):
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.persistence.statefile"):
         assert read_state(tmp_path / "nope.json") == {}
     assert caplog.records == []
 
@@ -136,7 +136,7 @@ def test_read_missing_file_is_empty_without_a_warning(tmp_path, caplog):
 def test_read_corrupt_file_warns_and_is_empty(tmp_path, caplog, content):
     path = tmp_path / "state.json"
     path.write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="bounce_exporter.statefile"):
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.persistence.statefile"):
         assert read_state(path) == {}
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert str(path) in caplog.text
@@ -144,6 +144,6 @@ def test_read_corrupt_file_warns_and_is_empty(tmp_path, caplog, content):
 
 def test_read_unreadable_path_warns_and_is_empty(tmp_path, caplog):
     (tmp_path / "state.json").mkdir()
-    with caplog.at_level(logging.WARNING, logger="bounce_exporter.statefile"):
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.persistence.statefile"):
         assert read_state(tmp_path / "state.json") == {}
     assert "unreadable" in caplog.text

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from bounce_exporter.streams import StdinSource
+from bounce_exporter.sources.stdin import StdinSource
 
 from .corpus import REPO
 from .helpers import free_port, http_get, samples, value, wait_until

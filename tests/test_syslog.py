@@ -3,7 +3,7 @@
 import time
 from datetime import datetime
 
-from bounce_exporter.syslog import StampReader, parse_header
+from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 
 def local(*fields: int) -> float:

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from bounce_exporter.source import FileSource
+from bounce_exporter.sources.files import FileSource
 
 from .corpus import REPO
 
@@ -222,7 +222,7 @@ def test_renamed_away_and_not_recreated_keeps_reading_the_old_file(log):
 _READER_AS_NOBODY = textwrap.dedent(
     """
     import json, os, sys
-    from bounce_exporter.source import FileSource
+    from bounce_exporter.sources.files import FileSource
     if os.geteuid() == 0:
         os.setgroups([])
         os.setgid(65534)

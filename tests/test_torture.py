@@ -4,7 +4,7 @@ stopped and restarted twice meanwhile (SIGTERM, or kill -9). At the end, the sum
 lifetimes of each one's last scrape equals what was written, exactly, counter by counter.
 
 Why that sum: counters start from zero in each lifetime, and the state file holds the read position
-of the last scrape served (bounce_exporter.persistence); what a lifetime read after its last scrape
+of the last scrape served (bounce_exporter.persistence.keeper); what a lifetime read after its last scrape
 is read again by the next. So the lines of lifetime n's last scrape, plus the lines the next
 lifetimes exposed, are every line once, whether the end was SIGTERM or kill -9.
 

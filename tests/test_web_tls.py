@@ -29,12 +29,12 @@ import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from bounce_exporter import webconfig
+from bounce_exporter.exposition import webconfig
 from bounce_exporter.cli import main
 from bounce_exporter.config import load_config
 from bounce_exporter.errors import ConfigError
-from bounce_exporter.web import start_server
-from bounce_exporter.webconfig import BasicAuth, load_web_config
+from bounce_exporter.exposition.http import start_server
+from bounce_exporter.exposition.webconfig import BasicAuth, load_web_config
 
 from .e2e.requirements import require
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import Parser, make_parser
-from bounce_exporter.syslog import StampReader, parse_header
+from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 POSTFIX_DAEMONS = frozenset({
     "anvil", "bounce", "cleanup", "discard", "dnsblog", "error", "flush", "lmtp", "local",

@@ -27,10 +27,10 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from bounce_exporter.domains import domain_of
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
-from bounce_exporter.reply import reply_at_or_after
+from bounce_exporter.parsers.reply import reply_at_or_after
 
 MTA = "exchange"
 STATUS_OF = {"DELIVER": "sent", "SEND": "sent", "DEFER": "deferred", "FAIL": "bounced"}

@@ -36,11 +36,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
-from bounce_exporter.domains import domain_of
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
-from bounce_exporter.reply import reply_at
-from bounce_exporter.syslog import StampReader, parse_header
+from bounce_exporter.parsers.reply import reply_at
+from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "exim"
 MAX_PENDING_MESSAGES = 100_000

@@ -36,11 +36,11 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from bounce_exporter.domains import domain_of
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
-from bounce_exporter.reply import reply_at, reply_at_or_after
-from bounce_exporter.syslog import StampReader, parse_header
+from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
+from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "opensmtpd"
 NO_SESSION = "0000000000000000"

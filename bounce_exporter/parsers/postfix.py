@@ -24,11 +24,11 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from bounce_exporter.domains import domain_of
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
-from bounce_exporter.reply import ENHANCED, find_reply
-from bounce_exporter.syslog import STAMP, StampReader, parse_header
+from bounce_exporter.parsers.reply import ENHANCED, find_reply
+from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 
 MTA = "postfix"
 DELIVERY_AGENTS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard"})

@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-log = logging.getLogger("bounce_exporter.statefile")
+log = logging.getLogger("bounce_exporter.persistence.statefile")
 
 
 def write_state(path: str | os.PathLike[str], data: dict) -> None:

@@ -46,7 +46,7 @@ from bounce_exporter.durations import parse_duration
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
 
-log = logging.getLogger("bounce_exporter.deferrals")
+log = logging.getLogger("bounce_exporter.state.deferrals")
 
 CONFIG_KEY = "persistent_deferrals"
 STATE_VERSION = 1

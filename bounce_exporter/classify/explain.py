@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bounce_exporter.catalog import CodeInfo, TextRule
-from bounce_exporter.classify import Classifier
-from bounce_exporter.reply import find_reply_in_line
+from bounce_exporter.classify.catalog import CodeInfo, TextRule
+from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.parsers.reply import find_reply_in_line
 
 # The JSON object's keys, in order: parse's keys where they apply, then the descriptive ones.
 KEYS = ("text", "code", "enhanced", "kind", "category", "note", "meaning", "severity",

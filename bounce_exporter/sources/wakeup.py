@@ -16,10 +16,9 @@ import threading
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from bounce_exporter.sources.rotation import is_rotated_name
+
 log = logging.getLogger(__name__)
-
-
-ROTATED_SEPARATORS = (".", "-", "_")
 
 
 def _concerns(name: str, watched: set[str]) -> bool:
@@ -29,8 +28,7 @@ def _concerns(name: str, watched: set[str]) -> bool:
     folder, base = os.path.split(name)
     for path in watched:
         stem = os.path.basename(path)
-        if (os.path.dirname(path) == folder and base.startswith(stem) and len(base) > len(stem)
-                and base[len(stem)] in ROTATED_SEPARATORS):
+        if os.path.dirname(path) == folder and is_rotated_name(base, stem):
             return True
     return False
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bounce_exporter.source import TOO_LONG, Batch
+from bounce_exporter.sources.lines import TOO_LONG, Batch
 
 log = logging.getLogger(__name__)
 

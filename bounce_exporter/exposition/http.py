@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from bounce_exporter import __version__
-from bounce_exporter.webconfig import BasicAuth, WebConfig, load_web_config, peer_allowed
+from bounce_exporter.exposition.webconfig import BasicAuth, WebConfig, load_web_config, peer_allowed
 
 log = logging.getLogger(__name__)
 

@@ -147,7 +147,7 @@ def default_catalog_path() -> Path:
             return Path(str(resource))
     except (ModuleNotFoundError, TypeError, OSError):
         pass
-    return Path(__file__).resolve().parent.parent / "config" / CATALOG_FILE
+    return Path(__file__).resolve().parents[2] / "config" / CATALOG_FILE
 
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:

@@ -1,0 +1,162 @@
+"""Rotated files: the rotated-name rule, and finding a log's rotated generations among them.
+
+Rotated names (source rule 5): regular files beside the path, or beside its symlink target, whose
+names are the path's name followed by ``.``, ``-`` or ``_`` and anything (``mail.log.1``,
+``mail.log-20260101``, ``mail.log.2.gz``, read through gzip). A file is known by its device and
+inode *and* its first bytes: a deleted file's inode number is reused by later files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import stat
+from collections.abc import Iterator
+
+from bounce_exporter.sources.opening import NotRegular, Reader, open_file
+
+log = logging.getLogger("bounce_exporter.sources.files")
+
+ROTATED_SEPARATORS = (".", "-", "_")
+REMEMBERED_FILES = 4096  # rotated files known to be dealt with (read, or there at start)
+
+
+def is_rotated_name(name: str, stem: str) -> bool:
+    """Is ``name`` a rotated name of ``stem`` (both base names, or both paths in one folder)?"""
+    return len(name) > len(stem) and name.startswith(stem) and name[len(stem)] in ROTATED_SEPARATORS
+
+
+class RotatedFiles:
+    """The rotated files of one log path, and the memory of those already dealt with."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._done: dict[tuple, bytes] = {}  # ident -> first bytes, oldest first
+
+    def _dealt_with(self, reader: Reader, done_heads: set[bytes]) -> bool:
+        """Was this rotated file read to its end, or there at start and not queued? Known by its
+        first bytes: the same inode with other first bytes is another file (a deleted file's
+        inode number reused by a later generation), never skipped as read."""
+        if reader.fingerprint in done_heads:
+            return True
+        head = self._done.get(reader.ident)
+        return bool(head) and reader.fingerprint.startswith(head)
+
+    def remember(self, reader: Reader) -> None:
+        self._done.pop(reader.ident, None)
+        self._done[reader.ident] = reader.fingerprint
+        if len(self._done) > REMEMBERED_FILES:
+            del self._done[next(iter(self._done))]
+
+
+    def names(self, hint: str | None = None) -> list[str]:
+        """Paths of the rotated names (rule 5), the hint (a saved real path) first."""
+        bases = {os.path.abspath(self.path)}
+        try:
+            bases.add(os.path.realpath(self.path))
+        except OSError:
+            pass
+        if hint:
+            bases.add(hint)
+        names = [hint] if hint else []
+        folders: dict[str, set[str]] = {}
+        for base in bases:
+            folders.setdefault(os.path.dirname(base), set()).add(os.path.basename(base))
+        for folder, stems in folders.items():
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as err:
+                log.debug("cannot list %s: %s", folder, err)
+                continue
+            for entry in entries:
+                if any(is_rotated_name(entry.name, stem) for stem in stems):
+                    names.append(entry.path)
+        return names
+
+    def candidates(self, hint: str | None = None) -> Iterator[Reader]:
+        """Open rotated files, each once (by device and inode), skipping what cannot be read."""
+        seen: set[tuple[int, int]] = set()
+        for name in self.names(hint):
+            try:
+                st = os.stat(name)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen or not stat.S_ISREG(st.st_mode):
+                continue
+            seen.add(ident)
+            try:
+                reader = open_file(name, live=False)
+            except (OSError, NotRegular) as err:
+                log.debug("skipping rotated file %s: %s", name, err)
+                continue
+            yield reader
+
+    def open_ident(self, ident: tuple, hint: str | None) -> Reader | None:
+        """The rotated file with this device and inode, if it is among the rotated names."""
+        found = None
+        for reader in self.candidates(hint):
+            if reader.ident == ident and found is None:
+                found = reader
+            else:
+                reader.close()
+        return found
+
+    def find(self, fingerprint: bytes, min_size: int, exclude: set, *,
+              prefer: tuple | None = None, hint: str | None = None) -> Reader | None:
+        """The rotated file holding these first bytes and at least ``min_size`` bytes: the one
+        with inode ``prefer`` if it is among them, else the newest. Without first bytes to
+        compare, only the inode ``prefer`` identifies it."""
+        matches: list[Reader] = []
+        for reader in self.candidates(hint):
+            same = reader.ident == prefer
+            if reader.ident in exclude or not (same or fingerprint):
+                reader.close()
+                continue
+            if not reader.fingerprint.startswith(fingerprint) or not self._long_enough(reader, min_size):
+                reader.close()
+                continue
+            matches.append(reader)
+        if not matches:
+            return None
+        matches.sort(key=lambda r: (r.ident == prefer, r.mtime_ns))
+        best = matches.pop()
+        for reader in matches:
+            reader.close()
+        return best
+
+    @staticmethod
+    def _long_enough(reader: Reader, size: int) -> bool:
+        if isinstance(reader.handle, gzip.GzipFile):
+            return True  # its length is only known by reading it; a short one just yields nothing
+        try:
+            return os.fstat(reader.fd).st_size >= size
+        except OSError:
+            return False
+
+    def newer(self, mtime_ns: int, exclude: set, same_time: bool = False) -> list[Reader]:
+        """Rotated files modified after ``mtime_ns`` (or at that very time, with ``same_time``:
+        file times are coarse, a few ms), oldest first, never one read to its end before, each
+        once (a plain file and its compressed twin, with the same first bytes, count once), to be
+        read from their start."""
+        newer: dict[bytes, Reader] = {}
+        done_heads = {head for head in self._done.values() if head}
+        for reader in self.candidates():
+            older = reader.mtime_ns < mtime_ns if same_time else reader.mtime_ns <= mtime_ns
+            if (reader.ident in exclude or older or not reader.fingerprint
+                    or self._dealt_with(reader, done_heads)):
+                reader.close()
+                continue
+            twin = newer.get(reader.fingerprint)
+            if twin is not None and not isinstance(twin.handle, gzip.GzipFile):
+                reader.close()
+                continue
+            if twin is not None:
+                twin.close()
+            newer[reader.fingerprint] = reader
+        found = sorted(newer.values(), key=lambda r: (r.mtime_ns, r.ident))
+        for reader in found:
+            log.info("log source %s: reading rotated file %s, not read before", self.path,
+                     reader.name)
+        return found
