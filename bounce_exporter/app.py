@@ -16,20 +16,20 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.config import Config, SourceConfig, expand_sources
-from bounce_exporter.state.deferrals import DeferralTracker
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.sources.journal import JournalSource
 from bounce_exporter.exposition.collector import MetricsCollector, deferral_families
-from bounce_exporter.state.counters import DomainLabels, MetricState
+from bounce_exporter.exposition.http import start_server
 from bounce_exporter.parsers import LineNotUnderstood, make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
-from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.catchup import CatchUpSource
+from bounce_exporter.sources.files import FileSource
+from bounce_exporter.sources.journal import JournalSource
 from bounce_exporter.sources.stdin import StdinSource, is_stdin
 from bounce_exporter.sources.wakeup import Wakeup
-from bounce_exporter.exposition.http import start_server
+from bounce_exporter.state.counters import DomainLabels, MetricState
+from bounce_exporter.state.deferrals import DeferralTracker
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,13 @@ from typing import Any
 
 import yaml
 
-from bounce_exporter.state.deferrals import parse_rules
 from bounce_exporter.durations import parse_duration
 from bounce_exporter.errors import ConfigError
-from bounce_exporter.parsers import PARSERS
-from bounce_exporter.sources.rotation import is_rotated_name
 from bounce_exporter.exposition.http import parse_listen_address
 from bounce_exporter.exposition.webconfig import load_web_config
+from bounce_exporter.parsers import PARSERS
+from bounce_exporter.sources.rotation import is_rotated_name
+from bounce_exporter.state.rules import parse_rules
 
 DEFAULT_LOG_FILES = ("/var/log/mail.log", "/var/log/maillog")
 DEFAULT_STATE_FILE = "/var/lib/bounce-exporter/state.json"

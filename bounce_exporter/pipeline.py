@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.state.counters import MetricState
 from bounce_exporter.parsers import LineNotUnderstood, Parser
 from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.lines import Batch, Block
 from bounce_exporter.sources.position import Position
+from bounce_exporter.state.counters import MetricState
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from bounce_exporter import parsers
 from bounce_exporter.app import Exporter
 from bounce_exporter.classify.classifier import Classifier
-from bounce_exporter.state.counters import MetricState
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.pipeline import Pipeline
 from bounce_exporter.sources.files import FileSource
+from bounce_exporter.state.counters import MetricState
 
 from .corpus import CORPUS
 from .helpers import exporters, http_get, local_config, samples, value

@@ -13,13 +13,13 @@ import pytest
 
 from bench.generate import generate
 from bounce_exporter.classify.classifier import Classifier
-from bounce_exporter.state.deferrals import DEFAULT_RULES, DeferralTracker
-from bounce_exporter.state.counters import DomainLabels, MetricState
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.postfix import PostfixParser
 from bounce_exporter.pipeline import Pipeline
 from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.lines import blank_long_lines
+from bounce_exporter.state.counters import DomainLabels, MetricState
+from bounce_exporter.state.deferrals import DEFAULT_RULES, DeferralTracker
 from tests.corpus import CORPUS, format_samples
 
 REAL_LOG = CORPUS / "real" / "postfix-3min.log"

@@ -9,6 +9,8 @@ import logging
 import pytest
 
 from bounce_exporter.classify.classifier import Classification
+from bounce_exporter.errors import ConfigError
+from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.state.deferrals import (
     DEFAULT_RULES,
     DeferralRule,
@@ -16,8 +18,6 @@ from bounce_exporter.state.deferrals import (
     Streak,
     parse_rules,
 )
-from bounce_exporter.errors import ConfigError
-from bounce_exporter.event import DeliveryEvent
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 MIN = 60.0

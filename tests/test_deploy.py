@@ -27,11 +27,11 @@ import pytest
 import yaml
 
 from bounce_exporter import config as config_module
-from bounce_exporter.exposition import webconfig
-from bounce_exporter.state import deferrals
 from bounce_exporter.cli import build_parser
+from bounce_exporter.exposition import webconfig
 from bounce_exporter.exposition.http import start_server
 from bounce_exporter.exposition.webconfig import load_web_config
+from bounce_exporter.state import deferrals
 
 from .e2e.requirements import find_binary, require
 from .helpers import free_port, wait_until

@@ -24,12 +24,12 @@ from datetime import datetime
 
 import pytest
 
-from bounce_exporter.sources import journal
 from bounce_exporter.app import Exporter
 from bounce_exporter.config import load_config
 from bounce_exporter.errors import ConfigError
-from bounce_exporter.sources.journal import JournalCursor, JournalSource, entry_line
 from bounce_exporter.parsers import make_parser
+from bounce_exporter.sources import journal
+from bounce_exporter.sources.journal import JournalCursor, JournalSource, entry_line
 
 from .helpers import exporters, local_config, wait_until
 

@@ -29,10 +29,10 @@ import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from bounce_exporter.exposition import webconfig
 from bounce_exporter.cli import main
 from bounce_exporter.config import load_config
 from bounce_exporter.errors import ConfigError
+from bounce_exporter.exposition import webconfig
 from bounce_exporter.exposition.http import start_server
 from bounce_exporter.exposition.webconfig import BasicAuth, load_web_config
 

@@ -31,7 +31,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bounce_exporter.classify.catalog import Catalog, CodeInfo, TextRule, load_catalog, parse_text_rules
+from bounce_exporter.classify.catalog import (
+    Catalog,
+    CodeInfo,
+    TextRule,
+    load_catalog,
+    parse_text_rules,
+)
 from bounce_exporter.errors import ConfigError
 
 # What the MTA decided, by event status (bounce_exporter.event.STATUSES).

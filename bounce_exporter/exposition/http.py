@@ -112,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"bounce-exporter/{__version__}"
     timeout = REQUEST_TIMEOUT
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         auth = self.server.auth
         if auth is not None and auth.check(self.headers.get("Authorization")) is None:
             log.debug("%s: 401 for %s", self.address_string(), self.path)
@@ -154,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 

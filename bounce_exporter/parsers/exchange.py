@@ -27,9 +27,9 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.reply import reply_at_or_after
 
 MTA = "exchange"

@@ -24,9 +24,9 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.reply import ENHANCED, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 

@@ -27,9 +27,9 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
+from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 

@@ -29,11 +29,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from bounce_exporter.state.deferrals import DeferralTracker
-from bounce_exporter.sources.journal import JournalCursor
-from bounce_exporter.state.counters import MetricState
-from bounce_exporter.sources.position import Position
 from bounce_exporter.persistence.statefile import read_state, write_state
+from bounce_exporter.sources.journal import JournalCursor
+from bounce_exporter.sources.position import Position
+from bounce_exporter.state.counters import MetricState
+from bounce_exporter.state.deferrals import DeferralTracker
 
 log = logging.getLogger(__name__)
 

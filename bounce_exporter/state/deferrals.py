@@ -4,12 +4,7 @@ out of disk) will not recover by itself, so flag it per (recipient domain, reply
 Pure logic: fed DeliveryEvents and their Classification, it knows nothing of HTTP, files or
 prometheus_client. The rules, written down beside the code:
 
-- Config: `persistent_deferrals:` is a list of rules
-  `{name, match: {code, enhanced, category}, min_attempts, min_duration, clear_after}`.
-  A rule matches an event when ANY of the match keys it gives matches (code 431 OR enhanced
-  4.3.1), so one rule covers MTAs that log only one of the two. `name` and a non-empty `match`
-  are required; min_attempts (3), min_duration (30m) and clear_after (2h) have defaults. Key
-  absent: DEFAULT_RULES. An empty list disables tracking.
+- Rules (``rules``: config checking, matching): `persistent_deferrals:` in the config.
 - Rules are tried in order and the first that matches takes the event (like firewall rules).
 - Only status "deferred" extends a streak; the classification's kind is not consulted (the MTA
   retrying is what makes it a deferral) and only supplies `category` for matching.
@@ -31,210 +26,27 @@ prometheus_client. The rules, written down beside the code:
   keep_cleared of them, for at most KEEP_CLEARED_SECONDS.
 """
 
+
 from __future__ import annotations
 
 import heapq
 import logging
 import math
-import re
 from collections import deque
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import replace
 
-from bounce_exporter.durations import parse_duration
-from bounce_exporter.errors import ConfigError
+from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.state.rules import DEFAULT_RULES, DeferralRule, parse_rules, type_name
+from bounce_exporter.state.streaks import Streak, api_row, number, streak_from_state, streak_state
 
-log = logging.getLogger("bounce_exporter.state.deferrals")
+__all__ = ["DEFAULT_RULES", "DeferralRule", "DeferralTracker", "Streak", "parse_rules"]
 
-CONFIG_KEY = "persistent_deferrals"
+log = logging.getLogger(__name__)
+
 STATE_VERSION = 1
 KEEP_CLEARED_SECONDS = 86400.0
 NO_CODE = "none"
-
-_RULE_KEYS = ("name", "match", "min_attempts", "min_duration", "clear_after")
-_MATCH_KEYS = ("code", "enhanced", "category")
-_CODE = re.compile(r"^[2-5]\d\d$")
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
-_DEFAULT_MIN_ATTEMPTS = 3
-_DEFAULT_MIN_DURATION = 30 * 60.0
-_DEFAULT_CLEAR_AFTER = 2 * 3600.0
-
-
-@dataclass(frozen=True)
-class DeferralRule:
-    """Which deferrals to track, and when a streak of them counts as persistent."""
-
-    name: str
-    code: str | None
-    enhanced: str | None
-    category: str | None
-    min_attempts: int
-    min_duration: float  # seconds
-    clear_after: float  # seconds
-
-    def matches(self, event: DeliveryEvent, classification: Any) -> bool:
-        """True when ANY of the given match keys equals the event's (code, enhanced, category)."""
-        if self.code is not None and event.code == self.code:
-            return True
-        if self.enhanced is not None and event.enhanced == self.enhanced:
-            return True
-        category = getattr(classification, "category", None)
-        return self.category is not None and category == self.category
-
-
-DEFAULT_RULES: tuple[DeferralRule, ...] = (
-    DeferralRule(
-        name="disk-full",
-        code="431",
-        enhanced="4.3.1",
-        category=None,
-        min_attempts=_DEFAULT_MIN_ATTEMPTS,
-        min_duration=_DEFAULT_MIN_DURATION,
-        clear_after=_DEFAULT_CLEAR_AFTER,
-    ),
-)
-
-
-def parse_rules(raw: object) -> list[DeferralRule]:
-    """Turn the `persistent_deferrals:` config value into rules; None (key absent) gives the
-    defaults. Raise ConfigError listing every problem, each located like
-    `persistent_deferrals[1].min_duration` (0-based index)."""
-    if raw is None:
-        return list(DEFAULT_RULES)
-    if not isinstance(raw, list):
-        raise ConfigError([f"{CONFIG_KEY}: expected a list of rules, got {_type_name(raw)}"])
-    problems: list[str] = []
-    rules: list[DeferralRule] = []
-    first_seen: dict[str, str] = {}
-    for index, item in enumerate(raw):
-        where = f"{CONFIG_KEY}[{index}]"
-        rule = _parse_rule(item, where, problems)
-        name = item.get("name") if isinstance(item, dict) else None
-        if isinstance(name, str) and name.strip():
-            name = name.strip()
-            if name in first_seen:
-                problems.append(f"{where}.name: duplicate name {name!r} (also {first_seen[name]})")
-            else:
-                first_seen[name] = where
-        if rule is not None:
-            rules.append(rule)
-    if problems:
-        raise ConfigError(problems)
-    return rules
-
-
-def _parse_rule(item: object, where: str, problems: list[str]) -> DeferralRule | None:
-    """Parse one rule, appending its problems; None when it has any."""
-    if not isinstance(item, dict):
-        problems.append(f"{where}: expected a mapping, got {_type_name(item)}")
-        return None
-    before = len(problems)
-    for key in item:
-        if key not in _RULE_KEYS:
-            problems.append(f"{where}: unknown key {key!r} (expected: {', '.join(_RULE_KEYS)})")
-
-    name = item.get("name")
-    if "name" not in item:
-        problems.append(f"{where}: missing name")
-    elif not isinstance(name, str) or not name.strip():
-        problems.append(f"{where}.name: expected a non-empty string, got {name!r}")
-
-    match = _parse_match(item.get("match"), "match" in item, f"{where}.match", problems)
-
-    min_attempts: object = item.get("min_attempts", _DEFAULT_MIN_ATTEMPTS)
-    if isinstance(min_attempts, bool) or not isinstance(min_attempts, int) or min_attempts < 1:
-        problems.append(f"{where}.min_attempts: expected a whole number >= 1, got {min_attempts!r}")
-    min_duration = _duration(item, "min_duration", _DEFAULT_MIN_DURATION, where, problems)
-    clear_after = _duration(item, "clear_after", _DEFAULT_CLEAR_AFTER, where, problems)
-    if clear_after is not None and clear_after <= 0:
-        problems.append(
-            f"{where}.clear_after: must be more than 0, got {item.get('clear_after')!r}"
-        )
-
-    if len(problems) > before:
-        return None
-    assert isinstance(name, str) and match is not None and isinstance(min_attempts, int)
-    assert min_duration is not None and clear_after is not None
-    return DeferralRule(
-        name=name.strip(),
-        code=match.get("code"),
-        enhanced=match.get("enhanced"),
-        category=match.get("category"),
-        min_attempts=min_attempts,
-        min_duration=min_duration,
-        clear_after=clear_after,
-    )
-
-
-def _parse_match(
-    raw: object, given: bool, where: str, problems: list[str]
-) -> dict[str, str] | None:
-    if not given:
-        problems.append(
-            f"{where.rsplit('.', 1)[0]}: missing match (give code, enhanced or category)"
-        )
-        return None
-    if not isinstance(raw, dict):
-        problems.append(
-            f"{where}: expected a mapping of code, enhanced, category; got {_type_name(raw)}"
-        )
-        return None
-    if not raw:
-        problems.append(f"{where}: empty; give at least one of code, enhanced, category")
-        return None
-    before = len(problems)
-    match: dict[str, str] = {}
-    for key, value in raw.items():
-        if key not in _MATCH_KEYS:
-            problems.append(f"{where}: unknown key {key!r} (expected: {', '.join(_MATCH_KEYS)})")
-            continue
-        text = (
-            str(value).strip()
-            if isinstance(value, (str, int)) and not isinstance(value, bool)
-            else None
-        )
-        if key == "code" and (text is None or not _CODE.match(text)):
-            problems.append(f"{where}.code: not a 3-digit reply code: {value!r}")
-        elif key == "enhanced" and (text is None or not _ENHANCED.match(text)):
-            problems.append(f"{where}.enhanced: not an enhanced status code like 4.3.1: {value!r}")
-        elif key == "category" and (not isinstance(value, str) or not text):
-            problems.append(f"{where}.category: expected a non-empty string, got {value!r}")
-        else:
-            assert text is not None
-            match[key] = text
-    return match if len(problems) == before else None
-
-
-def _duration(
-    item: dict, key: str, default: float, where: str, problems: list[str]
-) -> float | None:
-    try:
-        return parse_duration(item.get(key, default))
-    except ValueError as exc:
-        problems.append(f"{where}.{key}: {exc}")
-        return None
-
-
-def _type_name(value: object) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-@dataclass
-class Streak:
-    """Consecutive matching deferrals for one (domain, code, rule)."""
-
-    domain: str
-    code: str  # basic reply code or "none"
-    rule: str
-    since: float  # Unix seconds of the first deferral
-    last: float  # Unix seconds of the latest deferral
-    attempts: int
-    last_text: str
-    persistent: bool
-    cleared_at: float | None = None  # the delivery's time, or last + clear_after
-    cleared_by: str | None = None  # "delivery" | "timeout"
 
 
 _Key = tuple[str, str, str]  # (domain, code, rule)
@@ -266,7 +78,7 @@ class DeferralTracker:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    def observe(self, event: DeliveryEvent, classification: Any) -> None:
+    def observe(self, event: DeliveryEvent, classification: Classification | None) -> None:
         """Take one delivery event: extend, clear or ignore, then clear what timed out."""
         deadlines = self._deadlines
         if event.time > self.now or (deadlines and deadlines[0][0] < self.now):
@@ -278,7 +90,7 @@ class DeferralTracker:
                 self._clear_domain(event.domain, event.time)
         elif event.status == "deferred" and (
                 event.code in self._codes or event.enhanced in self._enhanced
-                or getattr(classification, "category", None) in self._categories):
+                or (classification is not None and classification.category in self._categories)):
             rule = next((r for r in self.rules if r.matches(event, classification)), None)
             if rule is not None:
                 self._extend(rule, event)
@@ -319,25 +131,7 @@ class DeferralTracker:
         return rows
 
     def _row(self, streak: Streak, state: str) -> dict:
-        rule = self._rules.get(streak.rule)
-        return {
-            "state": state,
-            "domain": streak.domain,
-            "code": streak.code,
-            "rule": streak.rule,
-            "persistent": streak.persistent,
-            "attempts": streak.attempts,
-            "min_attempts": rule.min_attempts if rule else None,
-            "since": _iso(streak.since),
-            "since_seconds": streak.since,
-            "last": _iso(streak.last),
-            "last_seconds": streak.last,
-            "duration_seconds": streak.last - streak.since,
-            "last_text": streak.last_text,
-            "cleared_at": _iso(streak.cleared_at) if streak.cleared_at is not None else None,
-            "cleared_at_seconds": streak.cleared_at,
-            "cleared_by": streak.cleared_by,
-        }
+        return api_row(streak, state, self._rules.get(streak.rule))
 
     # -- state file ----------------------------------------------------------------------------
 
@@ -348,8 +142,8 @@ class DeferralTracker:
             "version": STATE_VERSION,
             "now": self.now if math.isfinite(self.now) else None,
             "evicted": self.evicted,
-            "streaks": [_streak_state(s) for s in self._streaks.values()],
-            "cleared": [_streak_state(s) for s in self._cleared],
+            "streaks": [streak_state(s) for s in self._streaks.values()],
+            "cleared": [streak_state(s) for s in self._cleared],
         }
 
     def load_state(self, state: dict) -> None:
@@ -357,7 +151,7 @@ class DeferralTracker:
         rules, other versions) are skipped with a log line, never raised. Persistence is
         recomputed with the current rules, which may have changed since the save."""
         if not isinstance(state, dict):
-            log.warning("ignoring deferral state that is not a mapping: %s", _type_name(state))
+            log.warning("ignoring deferral state that is not a mapping: %s", type_name(state))
             return
         if not state:
             return
@@ -369,7 +163,7 @@ class DeferralTracker:
         self._deadlines.clear()
         self._oldest.clear()
         self._cleared.clear()
-        now = _number(state.get("now"))
+        now = number(state.get("now"))
         if now is not None:
             self.now = max(self.now, now)
         evicted = state.get("evicted")
@@ -377,7 +171,7 @@ class DeferralTracker:
             self.evicted = evicted
         skipped = 0
         entries = state.get("streaks")
-        loaded = [s for s in map(_streak_from_state, entries if isinstance(entries, list) else [])]
+        loaded = [s for s in map(streak_from_state, entries if isinstance(entries, list) else [])]
         skipped += loaded.count(None)
         # Newest first, so that when over max_keys (smaller limit since the save) the oldest go.
         for streak in sorted((s for s in loaded if s), key=lambda s: -s.last):
@@ -392,7 +186,7 @@ class DeferralTracker:
             streak.persistent = _is_persistent(rule, streak)
             self._insert(key, streak, rule)
         entries = state.get("cleared")
-        cleared = [s for s in map(_streak_from_state, entries if isinstance(entries, list) else [])]
+        cleared = [s for s in map(streak_from_state, entries if isinstance(entries, list) else [])]
         skipped += cleared.count(None)
         for streak in sorted(
             (s for s in cleared if s and s.cleared_at is not None),
@@ -499,64 +293,7 @@ class DeferralTracker:
             self._cleared.extend(kept)
 
 
+
 def _is_persistent(rule: DeferralRule, streak: Streak) -> bool:
     return streak.attempts >= rule.min_attempts and streak.last - streak.since >= rule.min_duration
 
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def _streak_state(streak: Streak) -> dict:
-    return {
-        "domain": streak.domain,
-        "code": streak.code,
-        "rule": streak.rule,
-        "since": streak.since,
-        "last": streak.last,
-        "attempts": streak.attempts,
-        "last_text": streak.last_text,
-        "persistent": streak.persistent,
-        "cleared_at": streak.cleared_at,
-        "cleared_by": streak.cleared_by,
-    }
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _streak_from_state(entry: object) -> Streak | None:
-    """A Streak from one saved entry, or None when anything in it is off."""
-    if not isinstance(entry, dict):
-        return None
-    domain, code, rule, text = (entry.get(k) for k in ("domain", "code", "rule", "last_text"))
-    since, last = _number(entry.get("since")), _number(entry.get("last"))
-    attempts = entry.get("attempts")
-    cleared_at = entry.get("cleared_at")
-    cleared_by = entry.get("cleared_by")
-    if not all(isinstance(v, str) and v for v in (domain, code, rule)) or not isinstance(text, str):
-        return None
-    if since is None or last is None or since > last:
-        return None
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        return None
-    if cleared_at is not None and (
-        _number(cleared_at) is None or cleared_by not in ("delivery", "timeout")
-    ):
-        return None
-    assert isinstance(domain, str) and isinstance(code, str) and isinstance(rule, str)
-    return Streak(
-        domain=domain,
-        code=code,
-        rule=rule,
-        since=since,
-        last=last,
-        attempts=attempts,
-        last_text=text,
-        persistent=entry.get("persistent") is True,
-        cleared_at=_number(cleared_at),
-        cleared_by=cleared_by if cleared_at is not None else None,
-    )
