@@ -32,9 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from bounce_exporter.durations import parse_duration
+from bounce_exporter.checks import mapping_at, parse_duration, read_yaml_mapping, unknown_keys
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.exposition.http import parse_listen_address
 from bounce_exporter.exposition.webconfig import load_web_config
@@ -97,7 +95,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
     problems: list[str] = []
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(path, problems)
+        raw = read_yaml_mapping(path, f"--config.file {path}", problems) or {}
     where = os.path.basename(path) if path else "config"
     config = Config()
     _apply_file(config, raw, where, problems)
@@ -163,39 +161,14 @@ def _age_key(path: str, live: str) -> tuple:
     return (1, 0, suffix)
 
 
-def _read_yaml(path: str, problems: list[str]) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as err:
-        problems.append(f"--config.file {path}: cannot read: {err.strerror or err}")
-        return {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        problems.append(f"--config.file {path}: not valid YAML: {err}")
-        return {}
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        problems.append(f"--config.file {path}: the top level must be a mapping of keys")
-        return {}
-    return data
-
-
 def _section(raw: dict, key: str, allowed: set[str], where: str, problems: list[str]) -> dict:
-    value = raw.get(key, {})
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.append(f"{where}: {key}: must be a mapping")
-        return {}
-    for unknown in sorted(set(value) - allowed):
-        problems.append(f"{where}: {key}.{unknown}: unknown key (known: {', '.join(sorted(allowed))})")
+    value = mapping_at(raw, key, where, problems)
+    unknown_keys(value, allowed, where, problems, prefix=f"{key}.")
     return value
 
 
 def _apply_file(config: Config, raw: dict, where: str, problems: list[str]) -> None:
-    for unknown in sorted(set(raw) - TOP_KEYS):
-        problems.append(f"{where}: {unknown}: unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+    unknown_keys(raw, TOP_KEYS, where, problems)
     config.sources = _sources(raw.get("sources"), where, problems)
     if "from_start" in raw:
         config.from_start = _bool(raw["from_start"], f"{where}: from_start", problems)

@@ -15,7 +15,7 @@ from .corpus import REPO
 PACKAGE = REPO / "bounce_exporter"
 # rank of each top-level part of the package: imports go to the same or a lower rank only
 RANKS = {
-    "__init__": 0, "errors": 0, "event": 0, "durations": 0,
+    "__init__": 0, "errors": 0, "event": 0, "checks": 0,
     "sources": 1, "parsers": 2, "classify": 3, "state": 4, "persistence": 5, "exposition": 6,
     "pipeline": 7, "config": 7, "app": 8, "cli": 9, "__main__": 10,
 }

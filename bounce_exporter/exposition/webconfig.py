@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
-import yaml
 
+from bounce_exporter.checks import mapping_at, read_yaml_mapping, unknown_keys
 from bounce_exporter.errors import ConfigError
 
 TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
@@ -86,26 +86,15 @@ def load_web_config(path: str) -> WebConfig:
     """Read and check the file, build the TLS context; ConfigError naming every problem."""
     where = f"web.config_file / --web.config.file {path}"
     problems: list[str] = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
-    except OSError as err:
-        raise ConfigError([f"{where}: cannot read: {err.strerror or err}"]) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError([f"{where}: not valid YAML: {err}"]) from None
+    raw = read_yaml_mapping(path, where, problems)
     if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{where}: the top level must be a mapping of keys"])
-    for unknown in sorted(set(raw) - TOP_KEYS):
-        problems.append(f"{where}: {unknown}: unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+        raise ConfigError(problems)
+    unknown_keys(raw, TOP_KEYS, where, problems)
     config = WebConfig(path=path)
     base = os.path.dirname(os.path.abspath(path))
-    config.tls = _tls(_mapping(raw, "tls_server_config", where, problems), base, where, problems)
-    http = _mapping(raw, "http_server_config", where, problems)
-    for unknown in sorted(set(http) - HTTP_KEYS):
-        problems.append(f"{where}: http_server_config.{unknown}: unknown key "
-                        f"(known: {', '.join(sorted(HTTP_KEYS))})")
+    config.tls = _tls(mapping_at(raw, "tls_server_config", where, problems), base, where, problems)
+    http = mapping_at(raw, "http_server_config", where, problems)
+    unknown_keys(http, HTTP_KEYS, where, problems, prefix="http_server_config.")
     headers = http.get("headers") or {}
     if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and "\n" not in k + v
@@ -129,16 +118,6 @@ def load_web_config(path: str) -> WebConfig:
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def _mapping(raw: dict, key: str, where: str, problems: list[str]) -> dict:
-    value = raw.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.append(f"{where}: {key}: must be a mapping")
-        return {}
-    return value
 
 
 def _tls(raw: dict[str, Any], base: str, where: str, problems: list[str]) -> TLSConfig | None:

@@ -35,9 +35,10 @@ import math
 from collections import deque
 from dataclasses import replace
 
+from bounce_exporter.checks import type_name
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.state.rules import DEFAULT_RULES, DeferralRule, parse_rules, type_name
+from bounce_exporter.state.rules import DEFAULT_RULES, DeferralRule, parse_rules
 from bounce_exporter.state.streaks import Streak, api_row, number, streak_from_state, streak_state
 
 __all__ = ["DEFAULT_RULES", "DeferralRule", "DeferralTracker", "Streak", "parse_rules"]

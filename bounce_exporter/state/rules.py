@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bounce_exporter.checks import parse_duration, type_name
 from bounce_exporter.classify.classifier import Classification
-from bounce_exporter.durations import parse_duration
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
 
@@ -182,9 +182,3 @@ def _duration(
     except ValueError as exc:
         problems.append(f"{where}.{key}: {exc}")
         return None
-
-
-def type_name(value: object) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
