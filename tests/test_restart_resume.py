@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import shutil
 import signal
 import subprocess
@@ -274,6 +275,63 @@ def test_a_saved_file_deleted_while_down_leaves_the_newer_files_to_read(tmp_path
     source = FileSource(str(log))
     source.begin(saved)
     assert [line for batch in source.read_batches() for line in batch] == [b"between", b"live"]
+
+
+def _swap_link(link, target) -> None:
+    """Point the symlink at ``target`` atomically, as rotatelogs -L and logrotate scripts do."""
+    swap = link.with_name(link.name + ".swap")
+    os.symlink(target, swap)
+    os.replace(swap, link)
+
+
+def _restart_over_swaps(targets: list, link, later) -> list[bytes]:
+    """Follow ``link`` (pointing at targets[0]), save after one line, then while down: one more
+    line in targets[0], and a swap to each further target (each with a line); resume."""
+    targets[0].write_bytes(b"first 1\n")
+    _swap_link(link, targets[0])
+    source = FileSource(str(link), from_start=True)
+    assert [line for batch in source.read_batches() for line in batch] == [b"first 1"]
+    saved = source.position
+    source.close()
+    with open(targets[0], "ab") as handle:
+        handle.write(b"first 2 (unread at the stop)\n")
+    for number, target in enumerate(targets[1:], 2):
+        target.write_bytes(f"swap {number}\n".encode())
+        later(target)
+        _swap_link(link, target)
+    resumed = FileSource(str(link))
+    resumed.begin(saved)
+    return [line for batch in resumed.read_batches() for line in batch]
+
+
+def _later():
+    step = iter(range(1, 100))
+    base = time.time_ns()
+
+    def later(path) -> None:
+        stamp = base + next(step) * 10**9
+        os.utime(path, ns=(stamp, stamp))
+    return later
+
+
+@pytest.mark.parametrize("swaps", [2, 3])
+def test_rotatelogs_style_symlink_swaps_while_down_are_read_in_order(tmp_path, swaps):
+    """rotatelogs -L: mail.log -> mail.20261203.log, then .20261204, .20261205: names that are
+    not rotated names of mail.log; a restart over two swaps or more reads the files between."""
+    targets = [tmp_path / f"mail.2026120{day}.log" for day in range(3, 4 + swaps)]
+    (tmp_path / "syslog.20261204.log").write_bytes(b"another log of the same day\n")
+    lines = _restart_over_swaps(targets, tmp_path / "mail.log", _later())
+    assert lines == [b"first 2 (unread at the stop)"] + [
+        f"swap {n}".encode() for n in range(2, 2 + swaps)]
+
+
+@pytest.mark.parametrize("swaps", [2, 3])
+def test_symlink_targets_in_another_folder_swapped_twice_while_down(tmp_path, swaps):
+    (tmp_path / "archive").mkdir()
+    targets = [tmp_path / "archive" / f"2026-12-0{day}.log" for day in range(3, 4 + swaps)]
+    lines = _restart_over_swaps(targets, tmp_path / "mail.log", _later())
+    assert lines == [b"first 2 (unread at the stop)"] + [
+        f"swap {n}".encode() for n in range(2, 2 + swaps)]
 
 
 # -- SIGHUP ---------------------------------------------------------------------------------------

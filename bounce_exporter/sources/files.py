@@ -20,7 +20,9 @@ The tailer's rules (mtail's, plus copytruncate and restarts, which mtail leaves 
    that was partial at shutdown whole, once. CR before the newline is removed.
 5. Rotated names: regular files beside the path, or beside its symlink target, whose names are the
    path's name followed by ``.``, ``-`` or ``_`` and anything (``mail.log.1``, ``mail.log-20260101``,
-   ``mail.log.2.gz``, read through gzip). "Newer" means a later modification time.
+   ``mail.log.2.gz``, read through gzip); beside a symlink target, also the target's family (the
+   same name with other digits: ``mail.20261204.log`` after ``mail.20261203.log``). "Newer"
+   means a later modification time.
 6. Lines over ``max_line_bytes`` are never buffered whole: counted when their newline arrives and
    handed over as an empty line, so line numbers stay right.
 7. Positions (``Position``): device, inode, offset of the next unread line, the file's first

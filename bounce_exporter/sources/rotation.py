@@ -2,8 +2,11 @@
 
 Rotated names (source rule 5): regular files beside the path, or beside its symlink target, whose
 names are the path's name followed by ``.``, ``-`` or ``_`` and anything (``mail.log.1``,
-``mail.log-20260101``, ``mail.log.2.gz``, read through gzip). A file is known by its device and
-inode *and* its first bytes: a deleted file's inode number is reused by later files.
+``mail.log-20260101``, ``mail.log.2.gz``, read through gzip). Beside a symlink target, the
+target's family too: the same name with other digits, in the target's folder (``rotatelogs -L``
+swapping ``mail.log`` from ``mail.20261203.log`` to ``mail.20261204.log``; targets in a folder of
+their own), so that a restart over two swaps finds the files in between. A file is known by its
+device and inode *and* its first bytes: a deleted file's inode number is reused by later files.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterator
 
@@ -20,6 +24,20 @@ log = logging.getLogger("bounce_exporter.sources.files")
 
 ROTATED_SEPARATORS = (".", "-", "_")
 REMEMBERED_FILES = 4096  # rotated files known to be dealt with (read, or there at start)
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def family_of(name: str) -> str:
+    """A name with its digits masked: ``mail.20261203.log`` and ``mail.20261204.log`` are one
+    family."""
+    return _DIGITS.sub("#", name)
+
+
+def _of_family(name: str, families: set[str]) -> bool:
+    shape = family_of(name)
+    return any(shape == family or is_rotated_name(shape, family) for family in families)
 
 
 def is_rotated_name(name: str, stem: str) -> bool:
@@ -49,10 +67,13 @@ class RotatedFiles:
         if len(self._done) > REMEMBERED_FILES:
             del self._done[next(iter(self._done))]
 
-
     def names(self, hint: str | None = None) -> list[str]:
-        """Paths of the rotated names (rule 5), the hint (a saved real path) first."""
-        bases = {os.path.abspath(self.path)}
+        """Paths of the rotated names (rule 5), the hint (a saved real path) first. Beside a
+        symlink target (the path's, or the saved file's), files of the target's family count
+        too: the same name with other digits (``rotatelogs -L`` writing ``mail.20261203.log``,
+        then ``mail.20261204.log``), and their rotated names."""
+        link = os.path.abspath(self.path)
+        bases = {link}
         try:
             bases.add(os.path.realpath(self.path))
         except OSError:
@@ -61,16 +82,22 @@ class RotatedFiles:
             bases.add(hint)
         names = [hint] if hint else []
         folders: dict[str, set[str]] = {}
+        families: dict[str, set[str]] = {}
         for base in bases:
-            folders.setdefault(os.path.dirname(base), set()).add(os.path.basename(base))
+            folder, stem = os.path.split(base)
+            folders.setdefault(folder, set()).add(stem)
+            if base != link and _DIGITS.search(stem):
+                families.setdefault(folder, set()).add(family_of(stem))
         for folder, stems in folders.items():
             try:
                 entries = list(os.scandir(folder))
             except OSError as err:
                 log.debug("cannot list %s: %s", folder, err)
                 continue
+            shapes = families.get(folder, set())
             for entry in entries:
-                if any(is_rotated_name(entry.name, stem) for stem in stems):
+                if any(is_rotated_name(entry.name, stem) for stem in stems) or (
+                        shapes and entry.name not in stems and _of_family(entry.name, shapes)):
                     names.append(entry.path)
         return names
 
