@@ -3,7 +3,7 @@ config file, the catalog, the persistent-deferral rules).
 
 Each check appends to a ``problems`` list, one line per problem, located (``where``), so that one
 ``ConfigError`` names every problem at once; none raises on bad input.
-Durations as users write them: 30s, 30m, 2h, 1d (or a bare number of seconds).
+Durations as users write them: 500ms, 30s, 30m, 2h, 1d (or a bare number of seconds).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object) -> float:
-    """Return seconds for '30m', '2h', '1d', '45s' or a number; raise ValueError otherwise."""
+    """Return seconds for '250ms', '30m', '2h', '1d', '45s' or a number; raise ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):

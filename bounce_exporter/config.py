@@ -44,6 +44,8 @@ DEFAULT_LOG_FILES = ("/var/log/mail.log", "/var/log/maillog")
 DEFAULT_STATE_FILE = "/var/lib/bounce-exporter/state.json"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+MIN_POLL_INTERVAL = 0.05  # seconds
+
 TOP_KEYS = {"sources", "from_start", "poll_interval", "web", "limits", "state_file",
             "persistent_deferrals", "classification", "log_level"}
 WEB_KEYS = {"listen_address", "telemetry_path", "config_file"}
@@ -173,7 +175,8 @@ def _apply_file(config: Config, raw: dict, where: str, problems: list[str]) -> N
     if "from_start" in raw:
         config.from_start = _bool(raw["from_start"], f"{where}: from_start", problems)
     if "poll_interval" in raw:
-        config.poll_interval = _duration(raw["poll_interval"], f"{where}: poll_interval", problems)
+        config.poll_interval = _poll_interval(raw["poll_interval"], f"{where}: poll_interval",
+                                              problems)
     if "log_level" in raw:
         config.log_level = str(raw["log_level"])
     if "state_file" in raw:
@@ -290,7 +293,7 @@ def _apply_overrides(config: Config, overrides: dict[str, Any], problems: list[s
         if key == "log_format":
             config.log_format = value
         elif key == "poll_interval":
-            config.poll_interval = _duration(value, "--log.poll-interval", problems)
+            config.poll_interval = _poll_interval(value, "--log.poll-interval", problems)
         else:
             setattr(config, key, value)
 
@@ -333,6 +336,15 @@ def _int(value: Any, where: str, problems: list[str], minimum: int = 0) -> int:
         problems.append(f"{where}: must be a whole number of at least {minimum}, not {value!r}")
         return minimum
     return value
+
+
+def _poll_interval(value: Any, where: str, problems: list[str]) -> float:
+    """At least MIN_POLL_INTERVAL: 0 would spin a CPU (file events wake the reader sooner)."""
+    seconds = _duration(value, where, problems)
+    if seconds < MIN_POLL_INTERVAL:
+        problems.append(f"{where}: {value!r} is too short (at least {MIN_POLL_INTERVAL * 1000:.0f}ms;"
+                        " file events wake the reader sooner anyway)")
+    return seconds
 
 
 def _duration(value: Any, where: str, problems: list[str]) -> float:

@@ -82,3 +82,14 @@ def test_globs_expand_sorted_and_unmatched_patterns_stay(tmp_path):
 
 def test_config_dataclass_defaults_match_the_documented_ones():
     assert Config().state_file == "/var/lib/bounce-exporter/state.json"
+
+
+def test_a_poll_interval_under_50ms_is_refused_and_ms_are_understood(tmp_path):
+    """0 would spin a CPU at 100%: file events wake the reader sooner anyway."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"poll_interval": "0"})
+    assert err.value.problems == [
+        "--log.poll-interval: '0' is too short (at least 50ms; file events wake the reader "
+        "sooner anyway)"]
+    assert load_config(None, {"poll_interval": "250ms"}).poll_interval == 0.25
+    assert load_config(None, {"poll_interval": "0.05s"}).poll_interval == 0.05

@@ -302,3 +302,37 @@ def test_a_missing_journalctl_is_down_and_retried(monkeypatch):
         assert source.up is False and list(source.read_batches()) == [] and woken
     finally:
         source.close()
+
+
+def test_journalctl_stopped_with_the_process_group_logs_no_error(journald, lifetimes, caplog):
+    """systemd's default KillMode sends SIGTERM to every process of the unit: journalctl may end
+    a moment before the exporter itself is told to stop. That is a normal stop, not an error."""
+    journald.sent_lines(1)
+    exporter = lifetimes(f"{{identifier: postfix/smtp, namespace: {journald.namespace}}}",
+                         from_start=True)
+    wait_until(lambda: counts(exporter) == (1, 1, 0), 20, "the first entry")
+    source = exporter.pipeline.feeds[0].source
+    with caplog.at_level("INFO", logger="bounce_exporter.sources.journal"):
+        source._proc.terminate()  # the group's SIGTERM reaches journalctl first ...
+        time.sleep(0.2)
+        exporter.shutdown()  # ... then the exporter's own stop
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")] == []
+    assert source.restarts == 0
+
+
+def test_journalctl_terminated_alone_restarts_with_a_warning(journald, lifetimes, monkeypatch,
+                                                            caplog):
+    monkeypatch.setattr(journal, "STOP_GRACE", 0.2)
+    monkeypatch.setattr(journal, "BACKOFF_FIRST", 0.1)
+    journald.sent_lines(1)
+    exporter = lifetimes(f"{{identifier: postfix/smtp, namespace: {journald.namespace}}}",
+                         from_start=True)
+    wait_until(lambda: counts(exporter) == (1, 1, 0), 20, "the first entry")
+    source = exporter.pipeline.feeds[0].source
+    with caplog.at_level("INFO", logger="bounce_exporter.sources.journal"):
+        source._proc.terminate()  # nobody else is stopping: start it again
+        wait_until(lambda: source.restarts == 1, 10, "the exit noticed")
+    levels = [r.levelname for r in caplog.records if "journalctl exited" in r.getMessage()]
+    assert levels == ["WARNING"]
+    journald.sent_lines(1)
+    wait_until(lambda: counts(exporter) == (2, 2, 0), 20, "journalctl started again")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -44,6 +45,11 @@ BATCH_ENTRIES = 4096
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 STEADY_SECONDS = 60.0  # a journalctl that ran this long resets the back-off
+# journalctl ended by one of these: most likely the whole process group is stopping (systemd's
+# default KillMode signals every process of the unit), so give our own stop a moment to come;
+# if it does not, start journalctl again with a warning, not an error
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE = 2.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class JournalSource:
         self.truncations = 0
         self.rotations = 0
         self.restarts = 0
+        self._exit_signal: int | None = None  # the signal that ended the last journalctl
         self.position: JournalCursor | None = None
         self._cursor: str | None = None  # of the last entry read from journalctl
         self._queue: queue.Queue[tuple[bytes, str]] = queue.Queue(QUEUE_ENTRIES)
@@ -215,6 +222,8 @@ class JournalSource:
             stderr = self._follow()
             if self._stop.is_set():
                 return
+            if self._exit_signal in STOP_SIGNALS and self._stop.wait(STOP_GRACE):
+                return  # the process group is stopping (systemd's KillMode): so are we
             self.up = False
             self.read_errors += 1
             self.restarts += 1
@@ -225,8 +234,9 @@ class JournalSource:
                 self._cursor = None
             if time.monotonic() - started >= STEADY_SECONDS:
                 backoff = BACKOFF_FIRST
-            log.error("journal source %s: journalctl exited (%s); starting it again in %.0f s",
-                      self.name, stderr.strip() or "no message", backoff)
+            level = logging.WARNING if self._exit_signal in STOP_SIGNALS else logging.ERROR
+            log.log(level, "journal source %s: journalctl exited (%s); starting it again in %.0f s",
+                    self.name, stderr.strip() or "no message", backoff)
             if self.on_data is not None:
                 self.on_data()  # let the loop see up = 0
             if self._stop.wait(backoff):
@@ -258,6 +268,7 @@ class JournalSource:
         drain.join(timeout=5)
         with self._lock:
             self._proc = None
+        self._exit_signal = -proc.returncode if proc.returncode < 0 else None
         text = b"".join(errors).decode("utf-8", "replace")
         return f"exit status {proc.returncode}" + (f": {text.strip()}" if text.strip() else "")
 
