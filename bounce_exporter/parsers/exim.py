@@ -49,18 +49,22 @@ RETRY_ERRNOS = frozenset({-52, -53, -54})  # ERRNO_RRETRY, ERRNO_LRETRY, ERRNO_H
 _STAMP = re.compile(
     r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (?P<tz>[+-]\d{4}))?(?: \[\d+\])? "
 )
+# A message id: 16 characters (``1xXHRt-0003ks-27``) or, from Exim 4.97 on, 23
+# (``1rAbCd-000000005vi-0000``).
+MESSAGE_ID = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
+
 _BODY = re.compile(
-    r"(?P<id>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})) "
+    r"(?P<id>" + MESSAGE_ID + r") "
     r"(?P<flag>=>|->|==|\*\*) (?P<rest>.*)",
     re.DOTALL,
 )
-# The address, then an optional "(parent)" and "<original address>", then a space, ":" or the end.
 # A retry-time skip of Exim's own log format, told on bytes: most "==" lines of a busy queue
 _RETRY_SKIP = re.compile(
     rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?(?: \[\d+\])? "
-    rb"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) "
-    rb"== \S+ (?:[^:]*? )?defer \(-5[234]\)"
+    + MESSAGE_ID.encode()
+    + rb" == \S+ (?:[^:]*? )?defer \(-5[234]\)"
 )
+# The address, then an optional "(parent)" and "<original address>", then a space, ":" or the end.
 _ADDRESS = re.compile(r"(?P<addr>\S+?)(?: \((?P<parent>[^)]*)\))?(?: <(?P<orig>[^>]*)>)?(?=:? |:?$)")
 _CONFIRM = re.compile(r' C="(?P<reply>(?:[^"\\]|\\.)*)"')
 _DEFER = re.compile(r"(?:^| )defer \((?P<errno>-?\d+)\)")
