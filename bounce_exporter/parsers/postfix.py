@@ -27,7 +27,7 @@ from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.pending import PendingMessages
-from bounce_exporter.parsers.reply import ENHANCED, find_reply
+from bounce_exporter.parsers.reply import DSN_FIELD, REPLY, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 
 MTA = "postfix"
@@ -39,14 +39,11 @@ _ADDRESS = r"(?:<(?P<{0}>[^>]*)>|(?P<{0}_bare>[^\s,]*))"
 # The reply where ``find_reply`` finds it in Postfix's usual texts: at the start ("250 2.0.0 Ok"),
 # or after "host NAME said: " / "host NAME refused to talk to me: " (NAME has no blank, so no earlier
 # place can hold a reply). Without it in one of these places (code None), ``find_reply`` looks.
-_REPLY_AT_START = (
-    r"(?:host \S+ (?:said|refused to talk to me): )?\s*(?P<code>[2-5]\d\d)(?![^\s\-])"
-    r"(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
-)
+_REPLY_AT_START = r"(?:host \S+ (?:said|refused to talk to me): )?\s*" + REPLY
 _DELIVERY_MESSAGE = (
     r"\s*(?P<qid>[^\s:]+): to=" + _ADDRESS.format("rcpt")
     + r", (?:orig_to=(?:<[^>]*>|[^\s,]*), )?relay=[^,]*, (?:conn_use=\d+, )?delay=[\d.]+, "
-    r"(?:delays=[\d./]+, )?(?:dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), )?status=(?P<status>[\w-]+)"
+    r"(?:delays=[\d./]+, )?(?:dsn=(?P<dsn>" + DSN_FIELD + r"), )?status=(?P<status>[\w-]+)"
     r"(?: \((?P<text>(?:" + _REPLY_AT_START + r")?.*)\))?\s*$"
 )
 _DELIVERY = re.compile(_DELIVERY_MESSAGE, re.DOTALL)

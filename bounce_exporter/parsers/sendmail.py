@@ -31,7 +31,7 @@ from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.pending import PendingMessages
-from bounce_exporter.parsers.reply import reply_at
+from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "sendmail"
@@ -39,7 +39,7 @@ MAX_PENDING_MESSAGES = 100_000
 MAX_EXPIRED_REMEMBERED = 10_000
 
 _DELIVERY = re.compile(r"(?P<qid>[^\s:]+): to=(?P<to>.*?)(?:, [a-z]+=|$)", re.DOTALL)
-_DSN = re.compile(r", dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3})(?=,|$)")
+_DSN = re.compile(r", dsn=(?P<dsn>" + DSN_FIELD + r")(?=,|$)")
 _EXPIRED = re.compile(
     r"(?P<qid>[^\s:]+): [^\s:]+: (?:sender notify|return to sender|postmaster notify|DSN): "
     r"(?P<text>Cannot send message for .*)$", re.DOTALL)
