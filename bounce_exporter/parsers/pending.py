@@ -27,7 +27,7 @@ D = TypeVar("D")
 class PendingMessages(Generic[K, V]):
     """At most ``cap`` entries, oldest first; ``remember`` drops the oldest one past the cap."""
 
-    __slots__ = ("cap", "name", "refresh", "evicted", "_entries")
+    __slots__ = ("_entries", "cap", "evicted", "name", "refresh")
 
     def __init__(self, cap: int, *, name: str = "", refresh: bool = False):
         if cap < 1:
@@ -50,7 +50,7 @@ class PendingMessages(Generic[K, V]):
             self.evicted += 1
             if self.evicted == 1:
                 log.warning(
-                    "%s: more than %d messages with a pending deferral; forgetting the oldest "
+                    "%s: more than %d queue ids with a pending deferral; forgetting the oldest "
                     "(their expiry will not name their recipients)", self.name or "parser", self.cap)
 
     def get(self, key: K, default: D | None = None) -> V | D | None:
