@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 

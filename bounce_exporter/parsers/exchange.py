@@ -75,6 +75,12 @@ class ExchangeParser:
         self._columns: dict[str, int] | None = None
         self._learned_width = 0
 
+    @property
+    def pending_evictions(self) -> int:
+        """Always 0: Exchange's expiry (``FAIL`` with ``QUEUE.Expired``) names its recipients, so
+        nothing of a deferral is remembered."""
+        return 0
+
     def counters(self) -> dict[str, int]:
         return {}
 

@@ -32,13 +32,13 @@
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
+from bounce_exporter.parsers.pending import PendingMessages
 from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -49,18 +49,22 @@ RETRY_ERRNOS = frozenset({-52, -53, -54})  # ERRNO_RRETRY, ERRNO_LRETRY, ERRNO_H
 _STAMP = re.compile(
     r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (?P<tz>[+-]\d{4}))?(?: \[\d+\])? "
 )
+# A message id: 16 characters (``1xXHRt-0003ks-27``) or, from Exim 4.97 on, 23
+# (``1rAbCd-000000005vi-0000``).
+MESSAGE_ID = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
+
 _BODY = re.compile(
-    r"(?P<id>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})) "
+    r"(?P<id>" + MESSAGE_ID + r") "
     r"(?P<flag>=>|->|==|\*\*) (?P<rest>.*)",
     re.DOTALL,
 )
-# The address, then an optional "(parent)" and "<original address>", then a space, ":" or the end.
 # A retry-time skip of Exim's own log format, told on bytes: most "==" lines of a busy queue
 _RETRY_SKIP = re.compile(
     rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?(?: \[\d+\])? "
-    rb"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) "
-    rb"== \S+ (?:[^:]*? )?defer \(-5[234]\)"
+    + MESSAGE_ID.encode()
+    + rb" == \S+ (?:[^:]*? )?defer \(-5[234]\)"
 )
+# The address, then an optional "(parent)" and "<original address>", then a space, ":" or the end.
 _ADDRESS = re.compile(r"(?P<addr>\S+?)(?: \((?P<parent>[^)]*)\))?(?: <(?P<orig>[^>]*)>)?(?=:? |:?$)")
 _CONFIRM = re.compile(r' C="(?P<reply>(?:[^"\\]|\\.)*)"')
 _DEFER = re.compile(r"(?:^| )defer \((?P<errno>-?\d+)\)")
@@ -96,14 +100,20 @@ def is_expiry(text: str) -> bool:
 class EximParser:
     mta = MTA
 
-    def __init__(self, reference: float | None = None):
+    def __init__(self, reference: float | None = None, *,
+                 max_pending: int = MAX_PENDING_MESSAGES):
         self._stamps = StampReader(reference)
         self._stamp_key: tuple[str, str | None] | None = None
         self._stamp_value = 0.0
         # message id -> {recipient: last deferral event}, oldest message first
-        self._pending: OrderedDict[str, dict[str, DeliveryEvent]] = OrderedDict()
+        self._pending: PendingMessages[str, dict[str, DeliveryEvent]] = PendingMessages(
+            max_pending, name=MTA)
         self.retry_not_reached = 0  # "==" lines of recipients Exim skipped: no server contacted
-        self.pending_evicted = 0
+
+    @property
+    def pending_evictions(self) -> int:
+        """Messages with a pending deferral forgotten because the memory was full."""
+        return self._pending.evicted
 
     def counters(self) -> dict[str, int]:
         """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""
@@ -185,10 +195,8 @@ class EximParser:
         if status == "deferred":
             recipients = self._pending.get(qid)
             if recipients is None:
-                recipients = self._pending[qid] = {}
-                if len(self._pending) > MAX_PENDING_MESSAGES:
-                    self._pending.popitem(last=False)
-                    self.pending_evicted += 1
+                recipients = {}
+                self._pending.remember(qid, recipients)
             recipients[recipient] = event
         else:
             self._forget(qid, recipient)
@@ -208,7 +216,7 @@ class EximParser:
             return None
         last = recipients.pop(recipient, None)
         if not recipients:
-            del self._pending[qid]
+            self._pending.pop(qid)
         return last
 
     def _time(self, stamp: str, tz: str | None) -> float:

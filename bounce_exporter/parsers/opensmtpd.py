@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
+from bounce_exporter.parsers.pending import PendingMessages
 from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -83,14 +84,21 @@ class _Session:
 class OpenSMTPDParser:
     mta = MTA
 
-    def __init__(self, reference: float | None = None):
+    def __init__(self, reference: float | None = None, *,
+                 max_pending: int = MAX_PENDING_ENVELOPES):
         self._stamps = StampReader(reference)
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._held: tuple[str, DeliveryEvent] | None = None  # (session id, its error's event)
-        # envelope id -> last deferral event, oldest first
-        self._pending: OrderedDict[str, DeliveryEvent] = OrderedDict()
+        # envelope id -> last deferral event, least recently deferred first (a new deferral of an
+        # envelope makes it the newest: refresh)
+        self._pending: PendingMessages[str, DeliveryEvent] = PendingMessages(
+            max_pending, name=MTA, refresh=True)
         self.tempfail_without_session = 0
-        self.pending_evicted = 0
+
+    @property
+    def pending_evictions(self) -> int:
+        """Envelopes with a pending deferral forgotten because the memory was full."""
+        return self._pending.evicted
 
     def counters(self) -> dict[str, int]:
         """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""
@@ -165,11 +173,7 @@ class OpenSMTPDParser:
         code, enhanced = stat_reply(stat)
         event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, code, enhanced, stat)
         if status == "deferred":
-            self._pending[evpid] = event
-            self._pending.move_to_end(evpid)
-            if len(self._pending) > MAX_PENDING_ENVELOPES:
-                self._pending.popitem(last=False)
-                self.pending_evicted += 1
+            self._pending.remember(evpid, event)
         else:
             self._pending.pop(evpid, None)
         return (event,)

@@ -21,13 +21,13 @@ goes the general way (header, then the message by program), which gives the same
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.reply import ENHANCED, find_reply
+from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.reply import DSN_FIELD, REPLY, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 
 MTA = "postfix"
@@ -39,14 +39,11 @@ _ADDRESS = r"(?:<(?P<{0}>[^>]*)>|(?P<{0}_bare>[^\s,]*))"
 # The reply where ``find_reply`` finds it in Postfix's usual texts: at the start ("250 2.0.0 Ok"),
 # or after "host NAME said: " / "host NAME refused to talk to me: " (NAME has no blank, so no earlier
 # place can hold a reply). Without it in one of these places (code None), ``find_reply`` looks.
-_REPLY_AT_START = (
-    r"(?:host \S+ (?:said|refused to talk to me): )?\s*(?P<code>[2-5]\d\d)(?![^\s\-])"
-    r"(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
-)
+_REPLY_AT_START = r"(?:host \S+ (?:said|refused to talk to me): )?\s*" + REPLY
 _DELIVERY_MESSAGE = (
     r"\s*(?P<qid>[^\s:]+): to=" + _ADDRESS.format("rcpt")
     + r", (?:orig_to=(?:<[^>]*>|[^\s,]*), )?relay=[^,]*, (?:conn_use=\d+, )?delay=[\d.]+, "
-    r"(?:delays=[\d./]+, )?(?:dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), )?status=(?P<status>[\w-]+)"
+    r"(?:delays=[\d./]+, )?(?:dsn=(?P<dsn>" + DSN_FIELD + r"), )?status=(?P<status>[\w-]+)"
     r"(?: \((?P<text>(?:" + _REPLY_AT_START + r")?.*)\))?\s*$"
 )
 _DELIVERY = re.compile(_DELIVERY_MESSAGE, re.DOTALL)
@@ -66,12 +63,18 @@ _EXPIRED = re.compile(r"(?P<qid>[^\s:]+): from=<[^>]*>, status=expired, returned
 class PostfixParser:
     mta = MTA
 
-    def __init__(self, reference: float | None = None):
+    def __init__(self, reference: float | None = None, *,
+                 max_pending: int = MAX_PENDING_MESSAGES):
         self._stamps = StampReader(reference)
         # queue id -> {(syslog name, recipient): last deferral event}, oldest message first.
         # Keyed by queue id alone so that a ": removed" line is checked without reading its header.
-        self._pending: OrderedDict[str, dict[tuple[str, str], DeliveryEvent]] = OrderedDict()
-        self.pending_evicted = 0
+        self._pending: PendingMessages[str, dict[tuple[str, str], DeliveryEvent]] = (
+            PendingMessages(max_pending, name=MTA))
+
+    @property
+    def pending_evictions(self) -> int:
+        """Messages with a pending deferral forgotten because the memory was full."""
+        return self._pending.evicted
 
     def select(self, lines: list[bytes]) -> list[bytes]:
         """The lines ``parse`` can make something of, in order: those with ``status=`` (deliveries,
@@ -190,13 +193,11 @@ class PostfixParser:
         recipients = self._pending.get(qid)
         if event.status == "deferred":
             if recipients is None:
-                recipients = self._pending[qid] = {}
-                if len(self._pending) > MAX_PENDING_MESSAGES:
-                    self._pending.popitem(last=False)
-                    self.pending_evicted += 1
+                recipients = {}
+                self._pending.remember(qid, recipients)
             recipients[key] = event
         elif recipients is not None and recipients.pop(key, None) is not None and not recipients:
-            del self._pending[qid]
+            self._pending.pop(qid)
 
     def _take(self, qid: str, instance: str) -> list[DeliveryEvent]:
         """Forget the recipients of the message ``qid`` of ``instance``; return their last deferrals."""
@@ -206,7 +207,7 @@ class PostfixParser:
         taken = [key for key in recipients if key[0] == instance]
         events = [recipients.pop(key) for key in taken]
         if not recipients:
-            del self._pending[qid]
+            self._pending.pop(qid)
         return events
 
     def _forget_removed(self, raw: bytes) -> None:

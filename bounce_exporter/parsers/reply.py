@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import re
 
-ENHANCED = r"[245]\.\d{1,3}\.\d{1,3}(?!\.?\d)"
-_REPLY = re.compile(
-    r"(?:^|said: |refused to talk to me: )\s*(?P<code>[2-5]\d\d)(?![^\s\-])"
-    r"(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
-)
+_SUBJECT_DETAIL = r"\.\d{1,3}\.\d{1,3}"
+# An enhanced status code in text: class 2, 4 or 5, and no further digit or ".digit" after it.
+ENHANCED = r"[245]" + _SUBJECT_DETAIL + r"(?!\.?\d)"
+# The enhanced code as an MTA writes it in its own ``dsn=`` field (Postfix, Sendmail): the class
+# digit as written, the field's delimiter after it (the caller's pattern checks that).
+DSN_FIELD = r"\d" + _SUBJECT_DETAIL
+# A reply where one starts: the basic code (a blank, "-" or the end after it), then the enhanced
+# code right after it. Groups ``code`` and ``enhanced``; callers put their own prefix before it.
+REPLY = r"(?P<code>[2-5]\d\d)(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
+_REPLY = re.compile(r"(?:^|said: |refused to talk to me: )\s*" + REPLY)
 _ENHANCED_ONLY = re.compile(r"^(?:" + ENHANCED + r")$")
 
 
@@ -30,9 +35,7 @@ def is_enhanced(value: str) -> bool:
     return _ENHANCED_ONLY.match(value) is not None
 
 
-_REPLY_AT = re.compile(
-    r"\s*(?P<code>[2-5]\d\d)(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
-)
+_REPLY_AT = re.compile(r"\s*" + REPLY)
 
 
 def reply_at(text: str, pos: int = 0) -> tuple[str | None, str | None]:
@@ -68,8 +71,7 @@ def reply_at_or_after(text: str, marker: re.Pattern[str]) -> tuple[str | None, s
 # blank or "[", so "for 256 seconds" or a PID is not read as a code; a code must be followed by a
 # blank, "-" or the end.
 _LINE_REPLY = re.compile(
-    r"(?:^|: |\(|\b(?:stat|C|response|reply)=\"?|\bSmtpResponse:|,)"
-    r"\s*(?P<code>[2-5]\d\d)(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
+    r"(?:^|: |\(|\b(?:stat|C|response|reply)=\"?|\bSmtpResponse:|,)\s*" + REPLY
 )
 # The enhanced code the MTA itself logged: Postfix and Sendmail "dsn=4.7.1" (what `parse` reports).
 _DSN = re.compile(r"\bdsn=(?P<enhanced>" + ENHANCED + r")")

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.reply import reply_at
+from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "sendmail"
@@ -38,7 +39,7 @@ MAX_PENDING_MESSAGES = 100_000
 MAX_EXPIRED_REMEMBERED = 10_000
 
 _DELIVERY = re.compile(r"(?P<qid>[^\s:]+): to=(?P<to>.*?)(?:, [a-z]+=|$)", re.DOTALL)
-_DSN = re.compile(r", dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3})(?=,|$)")
+_DSN = re.compile(r", dsn=(?P<dsn>" + DSN_FIELD + r")(?=,|$)")
 _EXPIRED = re.compile(
     r"(?P<qid>[^\s:]+): [^\s:]+: (?:sender notify|return to sender|postmaster notify|DSN): "
     r"(?P<text>Cannot send message for .*)$", re.DOTALL)
@@ -55,13 +56,19 @@ def recipients_of(to: str) -> list[str]:
 class SendmailParser:
     mta = MTA
 
-    def __init__(self, reference: float | None = None):
+    def __init__(self, reference: float | None = None, *,
+                 max_pending: int = MAX_PENDING_MESSAGES):
         self._stamps = StampReader(reference)
         # queue id -> {recipient: last deferral event}, oldest message first
-        self._pending: OrderedDict[str, dict[str, DeliveryEvent]] = OrderedDict()
+        self._pending: PendingMessages[str, dict[str, DeliveryEvent]] = PendingMessages(
+            max_pending, name=MTA)
         self._expired: OrderedDict[str, None] = OrderedDict()  # queue ids whose notice was read
-        self.pending_evicted = 0
         self.queued_only = 0  # stat=queued: accepted into the queue, no attempt
+
+    @property
+    def pending_evictions(self) -> int:
+        """Messages with a pending deferral forgotten because the memory was full."""
+        return self._pending.evicted
 
     def counters(self) -> dict[str, int]:
         """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""
@@ -144,12 +151,10 @@ class SendmailParser:
         recipients = self._pending.get(key)
         if event.status == "deferred":
             if recipients is None:
-                recipients = self._pending[key] = {}
-                if len(self._pending) > MAX_PENDING_MESSAGES:
-                    self._pending.popitem(last=False)
-                    self.pending_evicted += 1
+                recipients = {}
+                self._pending.remember(key, recipients)
             recipients[event.recipient or ""] = event
         elif recipients is not None:
             recipients.pop(event.recipient or "", None)
             if not recipients:
-                del self._pending[key]
+                self._pending.pop(key)
