@@ -75,6 +75,17 @@ class ExchangeParser:
         self._columns: dict[str, int] | None = None
         self._learned_width = 0
 
+    def state(self) -> dict:
+        """Parser state (JSON-ready): the columns of the last ``#Fields:`` header read."""
+        return {"mta": MTA, "columns": self._columns, "width": self._learned_width}
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
+        columns, width = state.get("columns"), state.get("width")
+        if (state.get("mta") == MTA and isinstance(width, int) and isinstance(columns, dict)
+                and all(isinstance(k, str) and isinstance(v, int) for k, v in columns.items())):
+            self._columns, self._learned_width = dict(columns), width
+
     @property
     def pending_evictions(self) -> int:
         """Always 0: Exchange's expiry (``FAIL`` with ``QUEUE.Expired``) names its recipients, so

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.ledger import Ledger
 from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -106,9 +106,19 @@ class EximParser:
         self._stamp_key: tuple[str, str | None] | None = None
         self._stamp_value = 0.0
         # message id -> {recipient: last deferral event}, oldest message first
-        self._pending: PendingMessages[str, dict[str, DeliveryEvent]] = PendingMessages(
-            max_pending, name=MTA)
+        self._pending = Ledger(max_pending, name=MTA)
         self.retry_not_reached = 0  # "==" lines of recipients Exim skipped: no server contacted
+
+    def state(self) -> dict:
+        """Parser state (JSON-ready), saved beside the read position it belongs to."""
+        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state()}
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
+        if state.get("mta") != MTA:
+            return
+        self._stamps.load_state(state.get("stamps"))
+        self._pending.load_state(state.get("ledger"))
 
     @property
     def pending_evictions(self) -> int:
@@ -193,31 +203,18 @@ class EximParser:
         event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), status, code,
                               enhanced, text)
         if status == "deferred":
-            recipients = self._pending.get(qid)
-            if recipients is None:
-                recipients = {}
-                self._pending.remember(qid, recipients)
-            recipients[recipient] = event
+            self._pending.defer(qid, recipient, event)
         else:
-            self._forget(qid, recipient)
+            self._pending.forget(qid, recipient)
         return event
 
     def _expiry(self, when: float, qid: str, recipient: str, text: str) -> DeliveryEvent:
-        last = self._forget(qid, recipient)
+        last = self._pending.forget(qid, recipient)
         if last is None:
             return DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), "expired",
                                  None, None, text)
         return DeliveryEvent(when, MTA, qid, recipient, last.domain, "expired", last.code,
                              last.enhanced, last.text)
-
-    def _forget(self, qid: str, recipient: str) -> DeliveryEvent | None:
-        recipients = self._pending.get(qid)
-        if recipients is None:
-            return None
-        last = recipients.pop(recipient, None)
-        if not recipients:
-            self._pending.pop(qid)
-        return last
 
     def _time(self, stamp: str, tz: str | None) -> float:
         key = (stamp, tz)

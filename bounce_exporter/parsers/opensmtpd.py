@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.ledger import Ledger, event_from_state, event_to_state
 from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -91,9 +91,30 @@ class OpenSMTPDParser:
         self._held: tuple[str, DeliveryEvent] | None = None  # (session id, its error's event)
         # envelope id -> last deferral event, least recently deferred first (a new deferral of an
         # envelope makes it the newest: refresh)
-        self._pending: PendingMessages[str, DeliveryEvent] = PendingMessages(
-            max_pending, name=MTA, refresh=True)
+        self._pending = Ledger(max_pending, name=MTA, refresh=True)
         self.tempfail_without_session = 0
+
+    def state(self) -> dict:
+        """Parser state (JSON-ready), saved beside the read position it belongs to."""
+        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state(),
+                "sessions": [[sid, s.connected, s.delivered] for sid, s in self._sessions.items()],
+                "held": [self._held[0], event_to_state(self._held[1])] if self._held else None}
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
+        if state.get("mta") != MTA:
+            return
+        self._stamps.load_state(state.get("stamps"))
+        self._pending.load_state(state.get("ledger"))
+        self._sessions = OrderedDict()
+        for entry in state.get("sessions") or ():
+            if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                    and all(isinstance(flag, bool) for flag in entry[1:])):
+                session = self._sessions[entry[0]] = _Session()
+                session.connected, session.delivered = entry[1], entry[2]
+        held = state.get("held")
+        event = event_from_state(held[1]) if isinstance(held, list) and len(held) == 2 else None
+        self._held = (held[0], event) if event is not None and isinstance(held[0], str) else None
 
     @property
     def pending_evictions(self) -> int:
@@ -166,16 +187,16 @@ class OpenSMTPDParser:
             else:  # a session that began before the log did
                 self._session(sid).delivered = True
         if status == "expired":
-            last = self._pending.pop(evpid, None)
+            last = self._pending.forget(evpid, "")
             if last is not None:
                 return (DeliveryEvent(when, MTA, evpid, last.recipient, last.domain, "expired",
                                       last.code, last.enhanced, last.text),)
         code, enhanced = stat_reply(stat)
         event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, code, enhanced, stat)
         if status == "deferred":
-            self._pending.remember(evpid, event)
+            self._pending.defer(evpid, "", event)
         else:
-            self._pending.pop(evpid, None)
+            self._pending.forget(evpid, "")
         return (event,)
 
     def _old_style(self, when: float, match: re.Match[str]) -> Sequence[DeliveryEvent]:

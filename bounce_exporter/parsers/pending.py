@@ -65,6 +65,9 @@ class PendingMessages(Generic[K, V]):
         """Forget ``key``; its value, or ``default`` when it is not held."""
         return self._entries.pop(key, default)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 

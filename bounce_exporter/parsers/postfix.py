@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.ledger import Ledger
 from bounce_exporter.parsers.reply import DSN_FIELD, REPLY, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 
@@ -66,10 +66,20 @@ class PostfixParser:
     def __init__(self, reference: float | None = None, *,
                  max_pending: int = MAX_PENDING_MESSAGES):
         self._stamps = StampReader(reference)
-        # queue id -> {(syslog name, recipient): last deferral event}, oldest message first.
-        # Keyed by queue id alone so that a ": removed" line is checked without reading its header.
-        self._pending: PendingMessages[str, dict[tuple[str, str], DeliveryEvent]] = (
-            PendingMessages(max_pending, name=MTA))
+        # queue id -> {"syslog-name recipient": waiting}, oldest message first. Keyed by queue
+        # id alone so that a ": removed" line is checked without reading its header.
+        self._pending = Ledger(max_pending, name=MTA)
+
+    def state(self) -> dict:
+        """Parser state (JSON-ready), saved beside the read position it belongs to."""
+        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state()}
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
+        if state.get("mta") != MTA:
+            return
+        self._stamps.load_state(state.get("stamps"))
+        self._pending.load_state(state.get("ledger"))
 
     @property
     def pending_evictions(self) -> int:
@@ -188,27 +198,15 @@ class PostfixParser:
         )
 
     def _remember(self, instance: str, event: DeliveryEvent) -> None:
-        qid = event.queue_id or ""
-        key = (instance, event.recipient or "")
-        recipients = self._pending.get(qid)
+        qid, key = event.queue_id or "", f"{instance} {event.recipient or ''}"
         if event.status == "deferred":
-            if recipients is None:
-                recipients = {}
-                self._pending.remember(qid, recipients)
-            recipients[key] = event
-        elif recipients is not None and recipients.pop(key, None) is not None and not recipients:
-            self._pending.pop(qid)
+            self._pending.defer(qid, key, event)
+        else:
+            self._pending.forget(qid, key)
 
     def _take(self, qid: str, instance: str) -> list[DeliveryEvent]:
         """Forget the recipients of the message ``qid`` of ``instance``; return their last deferrals."""
-        recipients = self._pending.get(qid)
-        if recipients is None:
-            return []
-        taken = [key for key in recipients if key[0] == instance]
-        events = [recipients.pop(key) for key in taken]
-        if not recipients:
-            self._pending.pop(qid)
-        return events
+        return self._pending.take(qid, where=f"{instance} ")
 
     def _forget_removed(self, raw: bytes) -> None:
         end = len(raw) - len(_REMOVED)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.ledger import Ledger
 from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -60,10 +60,23 @@ class SendmailParser:
                  max_pending: int = MAX_PENDING_MESSAGES):
         self._stamps = StampReader(reference)
         # queue id -> {recipient: last deferral event}, oldest message first
-        self._pending: PendingMessages[str, dict[str, DeliveryEvent]] = PendingMessages(
-            max_pending, name=MTA)
+        self._pending = Ledger(max_pending, name=MTA)
         self._expired: OrderedDict[str, None] = OrderedDict()  # queue ids whose notice was read
         self.queued_only = 0  # stat=queued: accepted into the queue, no attempt
+
+    def state(self) -> dict:
+        """Parser state (JSON-ready), saved beside the read position it belongs to."""
+        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state(), "expired": list(self._expired)}
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
+        if state.get("mta") != MTA:
+            return
+        self._stamps.load_state(state.get("stamps"))
+        self._pending.load_state(state.get("ledger"))
+        expired = state.get("expired")
+        if isinstance(expired, list):
+            self._expired = OrderedDict((q, None) for q in expired if isinstance(q, str))
 
     @property
     def pending_evictions(self) -> int:
@@ -136,25 +149,18 @@ class SendmailParser:
         self._expired[qid] = None
         if len(self._expired) > MAX_EXPIRED_REMEMBERED:
             self._expired.popitem(last=False)
-        pending = self._pending.pop(qid, None)
+        pending = self._pending.take(qid)
         if not pending:
             return (DeliveryEvent(when, MTA, qid, None, None, "expired", None, None,
                                   match.group("text")),)
         return tuple(
             DeliveryEvent(when, MTA, qid, last.recipient, last.domain, "expired", last.code,
                           last.enhanced, last.text)
-            for last in pending.values()
+            for last in pending
         )
 
     def _remember(self, event: DeliveryEvent) -> None:
-        key = event.queue_id or ""
-        recipients = self._pending.get(key)
         if event.status == "deferred":
-            if recipients is None:
-                recipients = {}
-                self._pending.remember(key, recipients)
-            recipients[event.recipient or ""] = event
-        elif recipients is not None:
-            recipients.pop(event.recipient or "", None)
-            if not recipients:
-                self._pending.pop(key)
+            self._pending.defer(event.queue_id or "", event.recipient or "", event)
+        else:
+            self._pending.forget(event.queue_id or "", event.recipient or "")

@@ -49,6 +49,18 @@ class StampReader:
         self._hour_key: tuple[str, str, str] | None = None
         self._hour_start = 0.0
 
+    def to_state(self) -> list:
+        """What a restart needs to place later stamps in the same years: the year and month of
+        the last stamp read."""
+        return [self._year, self._last_month]
+
+    def load_state(self, state: object) -> None:
+        if (isinstance(state, list) and len(state) == 2
+                and (state[0] is None or (isinstance(state[0], int) and 1970 <= state[0] <= 9999))
+                and isinstance(state[1], int) and 0 <= state[1] <= 12):
+            self._year, self._last_month = state
+            self._hour_key = None
+
     def bsd(self, mon: str, day: str, hms: str) -> float:
         """``hms`` is "HH:MM:SS". The start of the hour comes from mktime (local time, DST), once
         per hour of log; minutes and seconds are added to it."""

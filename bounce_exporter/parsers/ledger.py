@@ -1,0 +1,170 @@
+"""The ledger: messages in flight, one for every parser (Postfix, Exim, Sendmail, OpenSMTPD).
+
+Per message (queue id, or OpenSMTPD's envelope id), the recipients whose latest outcome is a
+deferral: each with the log time of its first deferral, the number of deferrals, and the latest
+deferral itself (reply code, enhanced code, text, domain). A delivery or a bounce of a recipient
+takes it out; an expiry takes the message's recipients out and carries their last reply; a message
+never heard of again is bounded by the cap (``PendingMessages``: the oldest dropped, counted in
+``evicted``, logged once).
+
+What it is for: the expiry lines that name less than the deferrals did (Postfix's qmgr names no
+recipient), and what is waiting, per domain and since when (``waiting()``). It is parser state: it
+is saved in the state file beside the read position it belongs to (``to_state``/``load_state``),
+so that a restart anywhere carries on as one continuous read would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bounce_exporter.event import STATUSES, DeliveryEvent
+from bounce_exporter.parsers.pending import PendingMessages
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class Waiting:
+    """One recipient whose latest outcome is a deferral."""
+
+    first: float  # log time of its first deferral
+    attempts: int  # deferrals so far
+    last: DeliveryEvent  # the latest one
+
+
+class Ledger:
+    """Messages in flight of one source, at most ``cap`` of them (oldest dropped first)."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, cap: int, *, name: str = "", refresh: bool = False):
+        self._messages: PendingMessages[str, dict[str, Waiting]] = PendingMessages(
+            cap, name=name, refresh=refresh)
+
+    @property
+    def evicted(self) -> int:
+        """Messages forgotten because the ledger was full."""
+        return self._messages.evicted
+
+    def __contains__(self, message: object) -> bool:
+        return message in self._messages
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def defer(self, message: str, recipient: str, event: DeliveryEvent) -> None:
+        """A deferral of ``recipient`` (a key: the address, or what the parser needs) of
+        ``message``: remembered, its first time and count kept."""
+        recipients = self._messages.get(message)
+        if recipients is None:
+            recipients = {}
+        held = recipients.get(recipient)
+        if held is None:
+            recipients[recipient] = Waiting(event.time, 1, event)
+        else:
+            held.attempts += 1
+            held.last = event
+        self._messages.remember(message, recipients)  # keeps its place (or refreshes it)
+
+    def forget(self, message: str, recipient: str) -> DeliveryEvent | None:
+        """``recipient`` is done (delivered, bounced, expired): its last deferral, if any."""
+        recipients = self._messages.get(message)
+        if recipients is None:
+            return None
+        held = recipients.pop(recipient, None)
+        if not recipients:
+            self._messages.pop(message)
+        return held.last if held is not None else None
+
+    def take(self, message: str, where: str | None = None) -> list[DeliveryEvent]:
+        """The message is done: forget its recipients (those whose key starts with ``where``, if
+        given) and return their last deferrals, in the order they were first deferred."""
+        recipients = self._messages.get(message)
+        if recipients is None:
+            return []
+        keys = [k for k in recipients if where is None or k.startswith(where)]
+        taken = [recipients.pop(k).last for k in keys]
+        if not recipients:
+            self._messages.pop(message)
+        return taken
+
+    def waiting(self) -> Iterator[Waiting]:
+        """Every recipient waiting after a deferral, oldest message first."""
+        for message in self._messages:
+            recipients = self._messages.get(message)
+            if recipients:
+                yield from recipients.values()
+
+    # -- state file ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """JSON-ready: the messages oldest first, each recipient with its first time, count and
+        last deferral; and the evictions so far."""
+        messages = []
+        for message in self._messages:
+            recipients = self._messages.get(message) or {}
+            messages.append([message, [[key, w.first, w.attempts, event_to_state(w.last)]
+                                       for key, w in recipients.items()]])
+        return {"version": STATE_VERSION, "evicted": self._messages.evicted,
+                "messages": messages}
+
+    def load_state(self, state: object) -> int:
+        """Replace what is held with a saved state; entries that are not right are skipped (and
+        counted in the return value), never raised."""
+        self._messages.clear()
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            return 1 if state is not None else 0
+        evicted = state.get("evicted", 0)
+        self._messages.evicted = evicted if isinstance(evicted, int) and evicted >= 0 else 0
+        messages = state.get("messages")
+        skipped = 0
+        for entry in messages if isinstance(messages, list) else ():
+            loaded = _message_from_state(entry)
+            if loaded is None:
+                skipped += 1
+                continue
+            self._messages.remember(*loaded)
+        if skipped:
+            log.warning("ledger %s: %d saved messages skipped (not readable)",
+                        self._messages.name, skipped)
+        return skipped
+
+
+def event_to_state(event: DeliveryEvent) -> list:
+    return [event.time, event.mta, event.queue_id, event.recipient, event.domain, event.status,
+            event.code, event.enhanced, event.text]
+
+
+def event_from_state(data: object) -> DeliveryEvent | None:
+    """The event saved by ``event_to_state``; None for anything malformed."""
+    if not isinstance(data, list) or len(data) != 9:
+        return None
+    when, mta, qid, recipient, domain, status, code, enhanced, text = data
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or status not in STATUSES:
+        return None
+    if not (isinstance(mta, str) and isinstance(text, str)):
+        return None
+    if not all(v is None or isinstance(v, str) for v in (qid, recipient, domain, code, enhanced)):
+        return None
+    return DeliveryEvent(float(when), mta, qid, recipient, domain, status, code, enhanced, text)
+
+
+def _message_from_state(entry: object) -> tuple[str, dict[str, Waiting]] | None:
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+            and isinstance(entry[1], list)):
+        return None
+    recipients: dict[str, Waiting] = {}
+    for item in entry[1]:
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)):
+            return None
+        key, first, attempts, saved = item
+        event = event_from_state(saved)
+        if (event is None or isinstance(first, bool) or not isinstance(first, (int, float))
+                or isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            return None
+        recipients[key] = Waiting(float(first), attempts, event)
+    return (entry[0], recipients) if recipients else None

@@ -1,0 +1,96 @@
+"""The ledger (messages in flight) and the parser state around it: saved at any line, restored in
+a new parser, the rest of the log gives the very events one continuous read gives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.parsers import LineNotUnderstood, make_parser
+from bounce_exporter.parsers.ledger import Ledger, Waiting
+
+from .corpus import CORPUS
+
+REFERENCE = 1_800_000_000.0  # the same "now" for every parser: stamps placed in the same years
+
+
+def deferral(when: float, qid: str, rcpt: str, code: str = "431") -> DeliveryEvent:
+    return DeliveryEvent(when, "postfix", qid, rcpt, rcpt.split("@")[1], "deferred", code,
+                         "4.3.1", f"{code} 4.3.1 disk is full")
+
+
+def events_of(fmt: str, lines: list[bytes], cut: int | None = None) -> list[DeliveryEvent]:
+    """Every event of the lines; at line ``cut``, the parser's state goes through JSON into a new
+    parser, as at a restart."""
+    parser = make_parser(fmt, REFERENCE)
+    found: list[DeliveryEvent] = []
+    for number, raw in enumerate(lines):
+        if number == cut:
+            saved = json.loads(json.dumps(parser.state()))
+            parser = make_parser(fmt, REFERENCE)
+            parser.restore(saved)
+        try:
+            found += parser.parse(raw)
+        except LineNotUnderstood:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("mta", ["postfix", "exim", "opensmtpd"])
+def test_a_restart_at_any_line_of_a_real_log_gives_the_events_of_one_read(mta):
+    lines = (CORPUS / "real" / f"{mta}-3min.log").read_bytes().splitlines()
+    whole = events_of(mta, lines)
+    assert len(whole) > 100
+    differ = [cut for cut in range(len(lines) + 1) if events_of(mta, lines, cut) != whole]
+    assert differ == []
+
+
+def test_without_the_saved_state_a_cut_before_an_expiry_loses_its_recipients():
+    """What the saved state is for: Postfix's expiry line names no recipient."""
+    lines = (CORPUS / "real" / "postfix-3min.log").read_bytes().splitlines()
+    first_expiry = next(i for i, line in enumerate(lines) if b"status=expired" in line)
+    parser = make_parser("postfix", REFERENCE)
+    expired = [e for e in parser.parse(lines[first_expiry]) if e.status == "expired"]
+    assert [e.domain for e in expired] == [None]
+    with_state = [e for e in events_of("postfix", lines, first_expiry)
+                  if e.status == "expired"]
+    assert None not in [e.domain for e in with_state]
+
+
+def test_the_ledger_keeps_first_deferral_and_attempts_per_recipient():
+    ledger = Ledger(10, name="test")
+    ledger.defer("Q1", "a", deferral(100.0, "Q1", "a@x.example"))
+    ledger.defer("Q1", "a", deferral(160.0, "Q1", "a@x.example", "451"))
+    ledger.defer("Q1", "b", deferral(130.0, "Q1", "b@y.example"))
+    assert [(w.first, w.attempts, w.last.code) for w in ledger.waiting()] == [
+        (100.0, 2, "451"), (130.0, 1, "431")]
+    assert ledger.forget("Q1", "b").domain == "y.example"
+    assert [w.last.recipient for w in ledger.waiting()] == ["a@x.example"]
+    assert [e.time for e in ledger.take("Q1")] == [160.0]
+    assert len(ledger) == 0 and list(ledger.waiting()) == []
+
+
+def test_the_ledger_is_bounded_and_its_state_round_trips():
+    ledger = Ledger(2, name="test")
+    for n in range(3):
+        ledger.defer(f"Q{n}", "r", deferral(100.0 + n, f"Q{n}", f"r{n}@x.example"))
+    assert ledger.evicted == 1 and "Q0" not in ledger
+    copy = Ledger(2, name="test")
+    assert copy.load_state(json.loads(json.dumps(ledger.to_state()))) == 0
+    assert copy.evicted == 1
+    assert list(copy.waiting()) == list(ledger.waiting()) == [
+        Waiting(101.0, 1, deferral(101.0, "Q1", "r1@x.example")),
+        Waiting(102.0, 1, deferral(102.0, "Q2", "r2@x.example"))]
+
+
+def test_a_ledger_state_with_garbage_keeps_what_is_readable():
+    good = Ledger(5, name="test")
+    good.defer("Q1", "r", deferral(100.0, "Q1", "r@x.example"))
+    state = good.to_state()
+    state["messages"] += [["Q2", [["r", "soon", 1, []]]], "junk", ["Q3", []]]
+    copy = Ledger(5, name="test")
+    assert copy.load_state(state) == 3
+    assert [w.last.queue_id for w in copy.waiting()] == ["Q1"]
+    assert Ledger(5).load_state({"version": 99}) == 1
