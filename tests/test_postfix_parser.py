@@ -165,3 +165,19 @@ def test_real_postfix_log_per_domain_counts():
     assert counts[("flaky.example", "deferred")] == 9
     assert counts[("flaky.example", "sent")] == 3
     assert counts[("nouser.example", "bounced")] == 3
+
+
+def test_a_forced_expiry_by_postsuper_expires_the_pending_recipients():
+    """``postsuper -f`` (Postfix 3.5+): qmgr logs status=force-expired; the message is given up
+    like at the end of its queue lifetime."""
+    parser = PostfixParser()
+    parser.parse(b"Nov 28 12:22:37 mx1 postfix/smtp[1]: Q3: to=<a@disk.example>, relay=x, "
+                 b"delay=1, dsn=4.3.1, status=deferred (host x said: 431 4.3.1 full)")
+    events = parser.parse(b"Nov 28 12:30:00 mx1 postfix/qmgr[2]: Q3: from=<s@x>, "
+                          b"status=force-expired, returned to sender")
+    assert [(e.status, e.recipient, e.domain, e.code) for e in events] == [
+        ("expired", "a@disk.example", "disk.example", "431")]
+    events = parser.parse(b"Nov 28 12:31:00 mx1 postfix/qmgr[2]: Q4: from=<s@x>, "
+                          b"status=force-expired, returned to sender")
+    assert [(e.status, e.domain, e.text) for e in events] == [
+        ("expired", None, "force-expired, returned to sender")]

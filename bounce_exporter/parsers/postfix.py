@@ -57,7 +57,9 @@ _AGENT_DELIVERY_GROUPS = ("mon", "day", "hms", "iso", "instance", "qid", "rcpt",
                           "status", "text", "code", "enhanced")
 assert tuple(_AGENT_DELIVERY.groupindex) == _AGENT_DELIVERY_GROUPS  # the order parse() unpacks
 _REMOVED = b": removed"
-_EXPIRED = re.compile(r"(?P<qid>[^\s:]+): from=<[^>]*>, status=expired, returned to sender\s*$")
+# qmgr's expiry: the queue lifetime ran out, or ``postsuper -f`` forced it (Postfix 3.5 and later)
+_EXPIRED = re.compile(r"(?P<qid>[^\s:]+): from=<[^>]*>, status=(?P<how>(?:force-)?expired), "
+                      r"returned to sender\s*$")
 
 
 class PostfixParser:
@@ -182,7 +184,8 @@ class PostfixParser:
         return (event,)
 
     def parse_expiry(self, when: float, instance: str, message: str) -> Sequence[DeliveryEvent]:
-        """qmgr's ``QID: from=<...>, status=expired, returned to sender``: one event per pending recipient."""
+        """qmgr's ``QID: from=<...>, status=expired, returned to sender`` (or ``force-expired``,
+        by ``postsuper -f``): one event per pending recipient."""
         match = _EXPIRED.match(message)
         if match is None:
             return ()
@@ -190,7 +193,7 @@ class PostfixParser:
         pending = self._take(qid, instance)
         if not pending:
             return (DeliveryEvent(when, MTA, qid, None, None, "expired", None, None,
-                                  "expired, returned to sender"),)
+                                  f"{match.group('how')}, returned to sender"),)
         return tuple(
             DeliveryEvent(when, MTA, qid, last.recipient, last.domain, "expired", last.code,
                           last.enhanced, last.text)
