@@ -32,10 +32,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bounce_exporter.classify.catalog import (Catalog, CodeInfo, TextRule, load_catalog,
-                                              parse_text_rules)
-from bounce_exporter.classify.patterns import (alternatives, case_folded, key_of,
-                                               required_literals, trie)
+from bounce_exporter.classify import patterns
+from bounce_exporter.classify.catalog import (
+    Catalog,
+    CodeInfo,
+    TextRule,
+    load_catalog,
+    parse_text_rules,
+)
 from bounce_exporter.errors import ConfigError
 
 # What the MTA decided, by event status (bounce_exporter.event.STATUSES).
@@ -220,11 +224,11 @@ class _Units:
         for index, rule in enumerate(rules):
             if rule.pattern is None:
                 continue
-            for alternative in alternatives(rule.pattern):
-                folded = case_folded(alternative)
+            for alternative in patterns.alternatives(rule.pattern):
+                folded = patterns.case_folded(alternative)
                 self.rule.append(index)
                 self.regex.append(re.compile(folded))
-                self.literals.append(required_literals(folded))
+                self.literals.append(patterns.required_literals(folded))
 
     def prefilter(self, allowed: tuple[bool, ...], limit: int) -> _Prefilter:
         """The prefilter over the units of the allowed rules before ``limit``."""
@@ -238,7 +242,7 @@ class _Units:
                 always.append(unit)
             else:
                 for literal in literals:
-                    by_key.setdefault(key_of(literal), set()).add(unit)
+                    by_key.setdefault(patterns.key_of(literal), set()).add(unit)
         return _Prefilter(self, always, by_key)
 
 
@@ -255,7 +259,7 @@ class _Prefilter:
         self._by_key = {key: tuple(sorted(set().union(*(found for other, found in by_key.items()
                                                           if key.startswith(other)))))
                         for key in by_key}
-        self._anchor = re.compile(trie(by_key)) if by_key else None
+        self._anchor = re.compile(patterns.trie(by_key)) if by_key else None
 
     def first(self, lowered: str) -> int | None:
         """Index of the first rule (in order) whose unit matches, else None."""
