@@ -1,10 +1,10 @@
 """Classification of a reply: soft or hard, and a reason category from the code catalog.
 
-kind is what the MTA decided (the event's status), never the reply code's first digit.
-category is the first of: the text rules (first match wins), the enhanced code (subject.detail, or
-its subject when the detail is not registered), the basic code, then "expired" / "other". Codes
-whose category is "other" or "none" name no cause and are passed over. config/catalog.yaml holds
-every fact; this module holds none.
+kind is what the MTA decided (the event's status, by the catalog's status_kinds), never the reply
+code's first digit. category is the first of: the text rules (first match wins), the enhanced code
+(subject.detail, or its subject when the detail is not registered), the basic code, then "expired"
+/ "other". Codes whose category is one of the catalog's uninformative_categories ("other", "none")
+name no cause and are passed over. config/catalog.yaml holds every fact; this module holds none.
 
 Speed: classify() runs for every delivery event, so all work is done at load time. One alternation
 of all rules is slow in Python's re (it tries every branch at every position: ~300 us for a reply),
@@ -42,11 +42,6 @@ from bounce_exporter.classify.catalog import (
 )
 from bounce_exporter.errors import ConfigError
 
-# What the MTA decided, by event status (bounce_exporter.event.STATUSES).
-KINDS: dict[str, str | None] = {"sent": None, "deferred": "soft", "expired": "soft",
-                                "bounced": "hard"}
-# Categories of codes that name no cause: the lookup goes on to the next source.
-UNINFORMATIVE = frozenset({"other", "none"})
 EXTRA_RULES_WHERE = "classification.text_rules"
 _CACHE_LIMIT = 4096  # distinct (code, enhanced) pairs remembered; real logs have a few dozen
 # Replies repeat (the same remote host gives the same answer to every message): the category of a
@@ -81,18 +76,22 @@ class Classifier:
         self._verdicts = {(kind, category): Classification(kind, category)
                           for kind in ("soft", "hard") for category in self.categories}
         self._sent = Classification(None, "none")
+        # What the MTA decided, by event status; codes of uninformative categories name no cause
+        # (the lookup goes on to the next source). Both from the catalog.
+        self._kinds: dict[str, str | None] = dict(catalog.status_kinds)
+        uninformative = catalog.uninformative
         self._detail: dict[str, str | None] = {}  # "3.1" -> category (None: names no cause)
         self._subject: dict[str, str | None] = {}  # "3" -> category
         for key, info in catalog.enhanced_codes.items():
             if key[0] != "X":
                 continue  # class entries ("4.X.X") name no cause
-            category = None if info.category in UNINFORMATIVE else info.category
+            category = None if info.category in uninformative else info.category
             if key.endswith(".X"):
                 self._subject[key[2]] = category
             else:
                 self._detail[key[2:]] = category
         self._basic = {code: info.category for code, info in catalog.basic_codes.items()
-                       if info.category not in UNINFORMATIVE}
+                       if info.category not in uninformative}
         self._units = _Units(self.rules)
         self._constraints = [(_constraint(r.code), _constraint(r.enhanced)) for r in self.rules]
         self._constrained = any(c != (None, None) for c in self._constraints)
@@ -122,14 +121,14 @@ class Classifier:
     def kind_of(self, status: str) -> str | None:
         """sent -> None, deferred/expired -> "soft", bounced -> "hard"."""
         try:
-            return KINDS[status]
+            return self._kinds[status]
         except KeyError:
             raise ValueError(f"unknown delivery status {status!r}") from None
 
     def classify(self, status: str, code: str | None, enhanced: str | None,
                  text: str) -> Classification:
         try:
-            kind = KINDS[status]
+            kind = self._kinds[status]
         except KeyError:
             raise ValueError(f"unknown delivery status {status!r}") from None
         if kind is None:
@@ -167,10 +166,10 @@ class Classifier:
         if rule is not None:
             return self.rules[rule]
         info = self.catalog.enhanced(enhanced) if _enhanced_shape(enhanced) else None
-        if info is not None and info.category not in UNINFORMATIVE:
+        if info is not None and info.category not in self.catalog.uninformative:
             return info
         info = self.catalog.basic(code)
-        if info is not None and info.category not in UNINFORMATIVE:
+        if info is not None and info.category not in self.catalog.uninformative:
             return info
         return None
 
