@@ -6,8 +6,9 @@ e.g. ``catalog.yaml: text_rules[3] (name 'x'): invalid regex: ...``.
 
 Besides the codes and rules the classifier uses, the catalog carries what ``explain`` shows: each
 category's severity and default actions, the severity levels, and per kind what the MTA does next.
-The other facts (what each event status means, the categories that name no cause, how explain
-judges a reply, the default persistent-deferral rules) are checked in facts.py.
+Those sections, and the other facts (what each event status means, the categories that name no
+cause, how explain judges a reply, the default persistent-deferral rules), are checked in facts.py;
+this module loads the file, checks the codes and text rules, and builds the Catalog.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ import yaml
 
 from bounce_exporter.classify.facts import (
     RULE_KINDS,
+    Category,
     Judging,
+    Kind,
+    parse_categories,
     parse_default_deferrals,
     parse_judging,
+    parse_kinds,
+    parse_severities,
     parse_status_kinds,
     parse_uninformative,
 )
@@ -39,8 +45,6 @@ SECTIONS = ("categories", "severities", "kinds", "status_kinds", "uninformative_
             "judging", "basic_codes", "enhanced_codes", "text_rules",
             "default_persistent_deferrals")
 INTENDED = ("success", "transient", "permanent", "either")
-# The classifier itself names these three; every catalog must define them.
-REQUIRED_CATEGORIES = ("none", "other", "expired")
 ENHANCED_CLASSES = (2, 4, 5)
 
 CODE_FIELDS = {"meaning", "category", "intended", "ref", "sender_action", "recipient_action",
@@ -49,11 +53,7 @@ ENHANCED_FIELDS = CODE_FIELDS | {"classes"}
 ACTION_FIELDS = ("sender_action", "recipient_action", "mta_action")
 RULE_FIELDS = {"name", "pattern", "category", "code", "enhanced", "note", "meaning", "kind",
                *ACTION_FIELDS}
-CATEGORY_FIELDS = {"description", "severity", "sender_action", "recipient_action"}
-SEVERITY_FIELDS = {"description"}
-KIND_FIELDS = {"description", "mta_next"}
 
-CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 BASIC_KEY = re.compile(r"[2-5][0-9][0-9]")
 # "X.3.1" (subject.detail), "X.3.X" (subject), "4.X.X" (class)
 ENHANCED_KEY = re.compile(r"X\.[0-7]\.(?:[1-9][0-9]{0,2}|0|X)|[245]\.X\.X")
@@ -62,24 +62,6 @@ BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
 
 PACKAGE_DATA = "bounce_exporter.data"
 CATALOG_FILE = "catalog.yaml"
-
-
-@dataclass(frozen=True, slots=True)
-class Category:
-    name: str
-    description: str
-    severity: str = ""  # a key of Catalog.severities
-    sender_action: str = ""
-    recipient_action: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """What explain says about a soft, hard, success or unknown reply."""
-
-    name: str
-    description: str
-    mta_next: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +198,12 @@ def parse_catalog(data: Any, source: str, problems: list[str] | None = None) -> 
         if key not in data:
             problems.append(f"{source}: missing section {key!r}")
 
-    severities = _parse_severities(data.get("severities"), source, problems)
+    severities = parse_severities(data.get("severities"), source, problems)
     judging = parse_judging(data.get("judging"), source, problems)
-    kinds = _parse_kinds(data.get("kinds"), source, problems,
-                         judging.kinds if judging is not None else None)
+    kinds = parse_kinds(data.get("kinds"), source, problems,
+                        judging.kinds if judging is not None else None)
     status_kinds = parse_status_kinds(data.get("status_kinds"), source, problems)
-    categories = _parse_categories(data.get("categories"), source, problems, severities)
+    categories = parse_categories(data.get("categories"), source, problems, severities)
     uninformative = parse_uninformative(data.get("uninformative_categories"), source, categories,
                                         problems)
     names = set(categories)
@@ -314,93 +296,6 @@ def _parse_rule(item: dict, at: str, origin: str, categories: set[str] | Mapping
                     sender_action=texts["sender_action"],
                     recipient_action=texts["recipient_action"], mta_action=texts["mta_action"],
                     kind=kind)
-
-
-def _parse_severities(raw: Any, source: str, problems: list[str]) -> dict[str, str]:
-    where = f"{source}: severities"
-    return {name: body["description"] for name, body in
-            _described(raw, where, SEVERITY_FIELDS, ("description",), problems).items()}
-
-
-def _parse_kinds(raw: Any, source: str, problems: list[str],
-                 judged: tuple[str, ...] | None) -> dict[str, Kind]:
-    """``kinds``: one entry for each kind of judging.kinds (None: judging is broken, not checked)."""
-    where = f"{source}: kinds"
-    kinds = {name: Kind(name, body["description"], body["mta_next"]) for name, body in
-             _described(raw, where, KIND_FIELDS, ("description", "mta_next"), problems).items()}
-    if judged is None:
-        return kinds
-    for name in kinds:
-        if name not in judged:
-            problems.append(f"{where}: unknown kind {name!r} (kinds are {', '.join(judged)})")
-    if raw is not None:
-        for name in judged:
-            if name not in kinds:
-                problems.append(f"{where}: kind {name!r} is required (explain uses it)")
-    return kinds
-
-
-def _described(raw: Any, where: str, allowed: set[str], required: tuple[str, ...],
-               problems: list[str]) -> dict[str, dict[str, str]]:
-    """A mapping of snake_case names to mappings of required non-empty strings."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping of name to {{{', '.join(required)}}}")
-        return {}
-    found: dict[str, dict[str, str]] = {}
-    for name, body in raw.items():
-        at = f"{where}.{name}"
-        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
-            problems.append(f"{where}: name {name!r} must be snake_case")
-            continue
-        body = body if isinstance(body, dict) else {}
-        for key in body:
-            if key not in allowed:
-                problems.append(f"{at}: unknown field {key!r}")
-        values = {}
-        for key in required:
-            value = body.get(key)
-            if not (isinstance(value, str) and value.strip()):
-                problems.append(f"{at}: missing field {key!r}")
-                value = ""
-            values[key] = value
-        found[name] = values
-    return found
-
-
-def _parse_categories(raw: Any, source: str, problems: list[str],
-                      severities: Mapping[str, str] | None = None) -> dict[str, Category]:
-    where = f"{source}: categories"
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping of name to {{description}}")
-        return {}
-    categories: dict[str, Category] = {}
-    for name, body in raw.items():
-        at = f"{where}.{name}"
-        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
-            problems.append(f"{where}: category name {name!r} must be snake_case")
-            continue
-        body = body if isinstance(body, dict) else {}
-        for key in body:
-            if key not in CATEGORY_FIELDS:
-                problems.append(f"{at}: unknown field {key!r}")
-        texts = {}
-        for key in ("description", "severity", "sender_action", "recipient_action"):
-            value = body.get(key)
-            if not (isinstance(value, str) and value.strip()):
-                problems.append(f"{at}: missing field {key!r}")
-                value = ""
-            texts[key] = value
-        if texts["severity"] and severities is not None and texts["severity"] not in severities:
-            problems.append(f"{at}: unknown severity {texts['severity']!r}")
-        categories[name] = Category(name, **texts)
-    for name in REQUIRED_CATEGORIES:
-        if name not in categories:
-            problems.append(f"{where}: category {name!r} is required (the classifier uses it)")
-    return categories
 
 
 def _parse_codes(raw: Any, where: str, key_form: re.Pattern[str], allowed: set[str],

@@ -1,5 +1,6 @@
-"""The catalog's sections beside the codes and rules, checked like the rest (catalog.py):
-what the MTA decided by event status (``status_kinds``), the categories that name no cause
+"""The catalog's sections beside the codes and rules, checked like the rest (catalog.py, which
+loads the file and calls these): the categories, severities and kinds explain describes, what the
+MTA decided by event status (``status_kinds``), the categories that name no cause
 (``uninformative_categories``), how explain judges a reply (``judging``), and the default
 persistent-deferral rules (``default_persistent_deferrals``, plain data for
 bounce_exporter.state.deferrals, which checks the rules themselves).
@@ -28,8 +29,31 @@ NOTE_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "rule_kind": ("kind", "rule"),
     "no_kind": (),
 })
-_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# The classifier itself names these three; every catalog must define them.
+REQUIRED_CATEGORIES = ("none", "other", "expired")
+CATEGORY_FIELDS = {"description", "severity", "sender_action", "recipient_action"}
+SEVERITY_FIELDS = {"description"}
+KIND_FIELDS = {"description", "mta_next"}
+CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _DIGIT = re.compile(r"[1-5]")
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    name: str
+    description: str
+    severity: str = ""  # a key of Catalog.severities
+    sender_action: str = ""
+    recipient_action: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What explain says about a soft, hard, success or unknown reply."""
+
+    name: str
+    description: str
+    mta_next: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +65,93 @@ class Judging:
     no_code: str  # the kind of a reply without a code when no rule names one
     highest_subject: int  # of enhanced codes (RFC 3463: 7); above, only the class entry applies
     notes: Mapping[str, str]  # NOTE_FIELDS key -> text, a str.format template
+
+
+def parse_severities(raw: Any, source: str, problems: list[str]) -> dict[str, str]:
+    where = f"{source}: severities"
+    return {name: body["description"] for name, body in
+            _described(raw, where, SEVERITY_FIELDS, ("description",), problems).items()}
+
+
+def parse_kinds(raw: Any, source: str, problems: list[str],
+                judged: tuple[str, ...] | None) -> dict[str, Kind]:
+    """``kinds``: one entry for each kind of judging.kinds (None: judging is broken, not checked)."""
+    where = f"{source}: kinds"
+    kinds = {name: Kind(name, body["description"], body["mta_next"]) for name, body in
+             _described(raw, where, KIND_FIELDS, ("description", "mta_next"), problems).items()}
+    if judged is None:
+        return kinds
+    for name in kinds:
+        if name not in judged:
+            problems.append(f"{where}: unknown kind {name!r} (kinds are {', '.join(judged)})")
+    if raw is not None:
+        for name in judged:
+            if name not in kinds:
+                problems.append(f"{where}: kind {name!r} is required (explain uses it)")
+    return kinds
+
+
+def _described(raw: Any, where: str, allowed: set[str], required: tuple[str, ...],
+               problems: list[str]) -> dict[str, dict[str, str]]:
+    """A mapping of snake_case names to mappings of required non-empty strings."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping of name to {{{', '.join(required)}}}")
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    for name, body in raw.items():
+        at = f"{where}.{name}"
+        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
+            problems.append(f"{where}: name {name!r} must be snake_case")
+            continue
+        body = body if isinstance(body, dict) else {}
+        for key in body:
+            if key not in allowed:
+                problems.append(f"{at}: unknown field {key!r}")
+        values = {}
+        for key in required:
+            value = body.get(key)
+            if not (isinstance(value, str) and value.strip()):
+                problems.append(f"{at}: missing field {key!r}")
+                value = ""
+            values[key] = value
+        found[name] = values
+    return found
+
+
+def parse_categories(raw: Any, source: str, problems: list[str],
+                     severities: Mapping[str, str] | None = None) -> dict[str, Category]:
+    where = f"{source}: categories"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping of name to {{description}}")
+        return {}
+    categories: dict[str, Category] = {}
+    for name, body in raw.items():
+        at = f"{where}.{name}"
+        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
+            problems.append(f"{where}: category name {name!r} must be snake_case")
+            continue
+        body = body if isinstance(body, dict) else {}
+        for key in body:
+            if key not in CATEGORY_FIELDS:
+                problems.append(f"{at}: unknown field {key!r}")
+        texts = {}
+        for key in ("description", "severity", "sender_action", "recipient_action"):
+            value = body.get(key)
+            if not (isinstance(value, str) and value.strip()):
+                problems.append(f"{at}: missing field {key!r}")
+                value = ""
+            texts[key] = value
+        if texts["severity"] and severities is not None and texts["severity"] not in severities:
+            problems.append(f"{at}: unknown severity {texts['severity']!r}")
+        categories[name] = Category(name, **texts)
+    for name in REQUIRED_CATEGORIES:
+        if name not in categories:
+            problems.append(f"{where}: category {name!r} is required (the classifier uses it)")
+    return categories
 
 
 def parse_status_kinds(raw: Any, source: str, problems: list[str]) -> dict[str, str | None]:
@@ -119,7 +230,7 @@ def parse_judging(raw: Any, source: str, problems: list[str]) -> Judging | None:
 def _judged_kinds(raw: Any, where: str, problems: list[str]) -> tuple[str, ...]:
     if raw is None:
         return ()
-    if not (isinstance(raw, list) and raw and all(isinstance(k, str) and _NAME.fullmatch(k)
+    if not (isinstance(raw, list) and raw and all(isinstance(k, str) and CATEGORY_NAME.fullmatch(k)
                                                   for k in raw)):
         problems.append(f"{where}: must be a list of snake_case kind names")
         return ()
