@@ -6,10 +6,15 @@ e.g. ``catalog.yaml: text_rules[3] (name 'x'): invalid regex: ...``.
 
 Besides the codes and rules the classifier uses, the catalog carries what ``explain`` shows: each
 category's severity and default actions, the severity levels, and per kind what the MTA does next.
+Those sections, and the other facts (what each event status means, the categories that name no
+cause, how explain judges a reply, the default persistent-deferral rules), are checked in facts.py;
+this module loads the file, checks the codes and text rules, and builds the Catalog.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -21,17 +26,26 @@ from typing import Any
 
 import yaml
 
+from bounce_exporter.classify.facts import (
+    RULE_KINDS,
+    Category,
+    Judging,
+    Kind,
+    parse_categories,
+    parse_default_deferrals,
+    parse_judging,
+    parse_kinds,
+    parse_severities,
+    parse_status_kinds,
+    parse_uninformative,
+)
 from bounce_exporter.errors import ConfigError
 
-SECTIONS = ("categories", "severities", "kinds", "basic_codes", "enhanced_codes", "text_rules")
+SECTIONS = ("categories", "severities", "kinds", "status_kinds", "uninformative_categories",
+            "judging", "basic_codes", "enhanced_codes", "text_rules",
+            "default_persistent_deferrals")
 INTENDED = ("success", "transient", "permanent", "either")
-# The classifier itself names these three; every catalog must define them.
-REQUIRED_CATEGORIES = ("none", "other", "expired")
 ENHANCED_CLASSES = (2, 4, 5)
-# What explain judges a reply to be; every catalog says what the MTA does next for each.
-KINDS = ("soft", "hard", "success", "unknown")
-# A text rule's optional kind: what MTAs do with such a failure when it comes without a reply code.
-RULE_KINDS = ("soft", "hard")
 
 CODE_FIELDS = {"meaning", "category", "intended", "ref", "sender_action", "recipient_action",
                "mta_action"}
@@ -39,11 +53,7 @@ ENHANCED_FIELDS = CODE_FIELDS | {"classes"}
 ACTION_FIELDS = ("sender_action", "recipient_action", "mta_action")
 RULE_FIELDS = {"name", "pattern", "category", "code", "enhanced", "note", "meaning", "kind",
                *ACTION_FIELDS}
-CATEGORY_FIELDS = {"description", "severity", "sender_action", "recipient_action"}
-SEVERITY_FIELDS = {"description"}
-KIND_FIELDS = {"description", "mta_next"}
 
-CATEGORY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 BASIC_KEY = re.compile(r"[2-5][0-9][0-9]")
 # "X.3.1" (subject.detail), "X.3.X" (subject), "4.X.X" (class)
 ENHANCED_KEY = re.compile(r"X\.[0-7]\.(?:[1-9][0-9]{0,2}|0|X)|[245]\.X\.X")
@@ -52,24 +62,6 @@ BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
 
 PACKAGE_DATA = "bounce_exporter.data"
 CATALOG_FILE = "catalog.yaml"
-
-
-@dataclass(frozen=True, slots=True)
-class Category:
-    name: str
-    description: str
-    severity: str = ""  # a key of Catalog.severities
-    sender_action: str = ""
-    recipient_action: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """What explain says about a soft, hard, success or unknown reply."""
-
-    name: str
-    description: str
-    mta_next: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +104,10 @@ class Catalog:
     text_rules: tuple[TextRule, ...]
     severities: Mapping[str, str]  # level -> description
     kinds: Mapping[str, Kind]
+    status_kinds: Mapping[str, str | None]  # event status -> soft | hard | None (a delivery)
+    uninformative: frozenset[str]  # categories that name no cause: their codes are passed over
+    judging: Judging | None  # None only in a catalog with problems
+    default_persistent_deferrals: tuple[Any, ...]  # rule mappings (state.deferrals checks them)
 
     def basic(self, code: str | None) -> CodeInfo | None:
         return self.basic_codes.get(code) if code else None
@@ -150,6 +146,25 @@ def default_catalog_path() -> Path:
     return Path(__file__).resolve().parents[2] / "config" / CATALOG_FILE
 
 
+def __getattr__(name: str) -> Any:
+    """``KINDS``: what explain can judge a reply to be (the packaged catalog's judging.kinds)."""
+    if name == "KINDS":
+        judging = _packaged_catalog().judging
+        return judging.kinds if judging is not None else ()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _packaged_catalog() -> Catalog:
+    return load_catalog()
+
+
+def default_deferral_rules_raw() -> list[dict]:
+    """The packaged catalog's ``default_persistent_deferrals``: rule mappings in the shape of the
+    config file's ``persistent_deferrals:`` (a fresh copy each call)."""
+    return copy.deepcopy(list(_packaged_catalog().default_persistent_deferrals))
+
+
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     """Read and check a catalog file; raises ConfigError listing every problem."""
     path = default_catalog_path() if path is None else Path(path)
@@ -183,21 +198,29 @@ def parse_catalog(data: Any, source: str, problems: list[str] | None = None) -> 
         if key not in data:
             problems.append(f"{source}: missing section {key!r}")
 
-    severities = _parse_severities(data.get("severities"), source, problems)
-    kinds = _parse_kinds(data.get("kinds"), source, problems)
-    categories = _parse_categories(data.get("categories"), source, problems, severities)
+    severities = parse_severities(data.get("severities"), source, problems)
+    judging = parse_judging(data.get("judging"), source, problems)
+    kinds = parse_kinds(data.get("kinds"), source, problems,
+                        judging.kinds if judging is not None else None)
+    status_kinds = parse_status_kinds(data.get("status_kinds"), source, problems)
+    categories = parse_categories(data.get("categories"), source, problems, severities)
+    uninformative = parse_uninformative(data.get("uninformative_categories"), source, categories,
+                                        problems)
     names = set(categories)
     basic = _parse_codes(data.get("basic_codes"), f"{source}: basic_codes", BASIC_KEY,
                          CODE_FIELDS, names, problems, enhanced=False)
     enhanced = _parse_codes(data.get("enhanced_codes"), f"{source}: enhanced_codes", ENHANCED_KEY,
                             ENHANCED_FIELDS, names, problems, enhanced=True)
     rules = parse_text_rules(data.get("text_rules"), f"{source}: text_rules", names, problems)
+    deferrals = parse_default_deferrals(data.get("default_persistent_deferrals"), source, problems)
     if raise_here and problems:
         raise ConfigError(problems)
     return Catalog(source=source, categories=MappingProxyType(categories),
                    basic_codes=MappingProxyType(basic), enhanced_codes=MappingProxyType(enhanced),
                    text_rules=tuple(rules), severities=MappingProxyType(severities),
-                   kinds=MappingProxyType(kinds))
+                   kinds=MappingProxyType(kinds), status_kinds=MappingProxyType(status_kinds),
+                   uninformative=uninformative, judging=judging,
+                   default_persistent_deferrals=deferrals)
 
 
 def parse_text_rules(raw: Any, where: str, categories: set[str] | Mapping[str, Any],
@@ -223,132 +246,56 @@ def parse_text_rules(raw: Any, where: str, categories: set[str] | Mapping[str, A
             seen.setdefault(name, index)
         else:
             problems.append(f"{at}: 'name' must be a non-empty string")
-        for key in item:
-            if key not in RULE_FIELDS:
-                problems.append(f"{at}: unknown field {key!r}")
-        pattern = item.get("pattern")
-        if pattern is None:
-            if item.get("code") is None and item.get("enhanced") is None:
-                problems.append(f"{at}: missing field 'pattern' (required unless 'code' or "
-                                f"'enhanced' is given)")
-        elif not (isinstance(pattern, str) and pattern):
-            problems.append(f"{at}: 'pattern' must be a non-empty regex string")
-            pattern = None
-        else:
-            _check_regex(pattern, at, problems)
-        fields: dict[str, str | None] = {}
-        for key in ("code", "enhanced"):
-            value = item.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = str(value)
-            if value is not None and not (isinstance(value, str) and value):
-                problems.append(f"{at}: {key!r} must be a regex string")
-                value = None
-            if value is not None:
-                _check_regex(value, f"{at}: {key}", problems)
-            fields[key] = value
-        category = _check_category(item.get("category"), at, categories, problems)
-        texts: dict[str, str | None] = {}
-        for key in ("note", "meaning", *ACTION_FIELDS):
-            value = item.get(key)
-            if value is not None and not (isinstance(value, str) and value.strip()):
-                problems.append(f"{at}: {key!r} must be a non-empty string")
-                value = None
-            texts[key] = value
-        kind = item.get("kind")
-        if kind is not None and kind not in RULE_KINDS:
-            problems.append(f"{at}: kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
-            kind = None
-        rules.append(TextRule(name=name if isinstance(name, str) else "", category=category or "",
-                              pattern=pattern, code=fields["code"], enhanced=fields["enhanced"],
-                              note=texts["note"], origin=f"{where}[{index}]",
-                              meaning=texts["meaning"], sender_action=texts["sender_action"],
-                              recipient_action=texts["recipient_action"],
-                              mta_action=texts["mta_action"], kind=kind))
+        rules.append(_parse_rule(item, at, f"{where}[{index}]", categories, problems))
     return rules
 
 
-def _parse_severities(raw: Any, source: str, problems: list[str]) -> dict[str, str]:
-    where = f"{source}: severities"
-    return {name: body["description"] for name, body in
-            _described(raw, where, SEVERITY_FIELDS, ("description",), problems).items()}
-
-
-def _parse_kinds(raw: Any, source: str, problems: list[str]) -> dict[str, Kind]:
-    where = f"{source}: kinds"
-    kinds = {name: Kind(name, body["description"], body["mta_next"]) for name, body in
-             _described(raw, where, KIND_FIELDS, ("description", "mta_next"), problems).items()}
-    for name in kinds:
-        if name not in KINDS:
-            problems.append(f"{where}: unknown kind {name!r} (kinds are {', '.join(KINDS)})")
-    if raw is not None:
-        for name in KINDS:
-            if name not in kinds:
-                problems.append(f"{where}: kind {name!r} is required (explain uses it)")
-    return kinds
-
-
-def _described(raw: Any, where: str, allowed: set[str], required: tuple[str, ...],
-               problems: list[str]) -> dict[str, dict[str, str]]:
-    """A mapping of snake_case names to mappings of required non-empty strings."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping of name to {{{', '.join(required)}}}")
-        return {}
-    found: dict[str, dict[str, str]] = {}
-    for name, body in raw.items():
-        at = f"{where}.{name}"
-        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
-            problems.append(f"{where}: name {name!r} must be snake_case")
-            continue
-        body = body if isinstance(body, dict) else {}
-        for key in body:
-            if key not in allowed:
-                problems.append(f"{at}: unknown field {key!r}")
-        values = {}
-        for key in required:
-            value = body.get(key)
-            if not (isinstance(value, str) and value.strip()):
-                problems.append(f"{at}: missing field {key!r}")
-                value = ""
-            values[key] = value
-        found[name] = values
-    return found
-
-
-def _parse_categories(raw: Any, source: str, problems: list[str],
-                      severities: Mapping[str, str] | None = None) -> dict[str, Category]:
-    where = f"{source}: categories"
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping of name to {{description}}")
-        return {}
-    categories: dict[str, Category] = {}
-    for name, body in raw.items():
-        at = f"{where}.{name}"
-        if not (isinstance(name, str) and CATEGORY_NAME.fullmatch(name)):
-            problems.append(f"{where}: category name {name!r} must be snake_case")
-            continue
-        body = body if isinstance(body, dict) else {}
-        for key in body:
-            if key not in CATEGORY_FIELDS:
-                problems.append(f"{at}: unknown field {key!r}")
-        texts = {}
-        for key in ("description", "severity", "sender_action", "recipient_action"):
-            value = body.get(key)
-            if not (isinstance(value, str) and value.strip()):
-                problems.append(f"{at}: missing field {key!r}")
-                value = ""
-            texts[key] = value
-        if texts["severity"] and severities is not None and texts["severity"] not in severities:
-            problems.append(f"{at}: unknown severity {texts['severity']!r}")
-        categories[name] = Category(name, **texts)
-    for name in REQUIRED_CATEGORIES:
-        if name not in categories:
-            problems.append(f"{where}: category {name!r} is required (the classifier uses it)")
-    return categories
+def _parse_rule(item: dict, at: str, origin: str, categories: set[str] | Mapping[str, Any],
+                problems: list[str]) -> TextRule:
+    """One text rule's fields; ``at`` names the rule in problems, ``origin`` in explanations."""
+    name = item.get("name")
+    for key in item:
+        if key not in RULE_FIELDS:
+            problems.append(f"{at}: unknown field {key!r}")
+    pattern = item.get("pattern")
+    if pattern is None:
+        if item.get("code") is None and item.get("enhanced") is None:
+            problems.append(f"{at}: missing field 'pattern' (required unless 'code' or "
+                            f"'enhanced' is given)")
+    elif not (isinstance(pattern, str) and pattern):
+        problems.append(f"{at}: 'pattern' must be a non-empty regex string")
+        pattern = None
+    else:
+        _check_regex(pattern, at, problems)
+    fields: dict[str, str | None] = {}
+    for key in ("code", "enhanced"):
+        value = item.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if value is not None and not (isinstance(value, str) and value):
+            problems.append(f"{at}: {key!r} must be a regex string")
+            value = None
+        if value is not None:
+            _check_regex(value, f"{at}: {key}", problems)
+        fields[key] = value
+    category = _check_category(item.get("category"), at, categories, problems)
+    texts: dict[str, str | None] = {}
+    for key in ("note", "meaning", *ACTION_FIELDS):
+        value = item.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            problems.append(f"{at}: {key!r} must be a non-empty string")
+            value = None
+        texts[key] = value
+    kind = item.get("kind")
+    if kind is not None and kind not in RULE_KINDS:
+        problems.append(f"{at}: kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
+        kind = None
+    return TextRule(name=name if isinstance(name, str) else "", category=category or "",
+                    pattern=pattern, code=fields["code"], enhanced=fields["enhanced"],
+                    note=texts["note"], origin=origin, meaning=texts["meaning"],
+                    sender_action=texts["sender_action"],
+                    recipient_action=texts["recipient_action"], mta_action=texts["mta_action"],
+                    kind=kind)
 
 
 def _parse_codes(raw: Any, where: str, key_form: re.Pattern[str], allowed: set[str],

@@ -1,20 +1,21 @@
 """Classification of a reply: soft or hard, and a reason category from the code catalog.
 
-kind is what the MTA decided (the event's status), never the reply code's first digit.
-category is the first of: the text rules (first match wins), the enhanced code (subject.detail, or
-its subject when the detail is not registered), the basic code, then "expired" / "other". Codes
-whose category is "other" or "none" name no cause and are passed over. config/catalog.yaml holds
-every fact; this module holds none.
+kind is what the MTA decided (the event's status, by the catalog's status_kinds), never the reply
+code's first digit. category is the first of: the text rules (first match wins), the enhanced code
+(subject.detail, or its subject when the detail is not registered), the basic code, then "expired"
+/ "other". Codes whose category is one of the catalog's uninformative_categories ("other", "none")
+name no cause and are passed over. config/catalog.yaml holds every fact; this module holds none.
 
 Speed: classify() runs for every delivery event, so all work is done at load time. One alternation
 of all rules is slow in Python's re (it tries every branch at every position: ~300 us for a reply),
 so the rules are matched in two steps that give the same answer as trying them in order:
   1. the text is lower-cased and the patterns case-folded (re's fast scans do not work under
      IGNORECASE); each rule is split into its top-level alternatives ("units");
-  2. for each unit, literals of which every match must contain one are read from its parsed
-     pattern; one trie regex of those literals (each cut to start at its rarest letter, so the scan
-     enters the trie at fewer positions) finds the units that can match; only those are tried, in
-     rule order. A unit without such literals is always tried.
+  2. for each unit, literals of which every match must contain one are read from its pattern
+     text (classify/patterns.py, a small scanner: when unsure, it finds none); one trie regex of
+     those literals (each cut to start at its rarest letter, so the scan enters the trie at fewer
+     positions) finds the units that can match; only those are tried, in rule order. A unit
+     without such literals is always tried.
 A 130-character reply costs one pass of the trie regex plus two or three small searches: ~5 us.
 tests/test_classify.py checks the result against trying every rule in order.
 Rules with a code/enhanced constraint are filtered per (code, enhanced) pair, cached, and each set
@@ -31,6 +32,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bounce_exporter.classify import patterns
 from bounce_exporter.classify.catalog import (
     Catalog,
     CodeInfo,
@@ -40,11 +42,6 @@ from bounce_exporter.classify.catalog import (
 )
 from bounce_exporter.errors import ConfigError
 
-# What the MTA decided, by event status (bounce_exporter.event.STATUSES).
-KINDS: dict[str, str | None] = {"sent": None, "deferred": "soft", "expired": "soft",
-                                "bounced": "hard"}
-# Categories of codes that name no cause: the lookup goes on to the next source.
-UNINFORMATIVE = frozenset({"other", "none"})
 EXTRA_RULES_WHERE = "classification.text_rules"
 _CACHE_LIMIT = 4096  # distinct (code, enhanced) pairs remembered; real logs have a few dozen
 # Replies repeat (the same remote host gives the same answer to every message): the category of a
@@ -79,18 +76,22 @@ class Classifier:
         self._verdicts = {(kind, category): Classification(kind, category)
                           for kind in ("soft", "hard") for category in self.categories}
         self._sent = Classification(None, "none")
+        # What the MTA decided, by event status; codes of uninformative categories name no cause
+        # (the lookup goes on to the next source). Both from the catalog.
+        self._kinds: dict[str, str | None] = dict(catalog.status_kinds)
+        uninformative = catalog.uninformative
         self._detail: dict[str, str | None] = {}  # "3.1" -> category (None: names no cause)
         self._subject: dict[str, str | None] = {}  # "3" -> category
         for key, info in catalog.enhanced_codes.items():
             if key[0] != "X":
                 continue  # class entries ("4.X.X") name no cause
-            category = None if info.category in UNINFORMATIVE else info.category
+            category = None if info.category in uninformative else info.category
             if key.endswith(".X"):
                 self._subject[key[2]] = category
             else:
                 self._detail[key[2:]] = category
         self._basic = {code: info.category for code, info in catalog.basic_codes.items()
-                       if info.category not in UNINFORMATIVE}
+                       if info.category not in uninformative}
         self._units = _Units(self.rules)
         self._constraints = [(_constraint(r.code), _constraint(r.enhanced)) for r in self.rules]
         self._constrained = any(c != (None, None) for c in self._constraints)
@@ -120,14 +121,14 @@ class Classifier:
     def kind_of(self, status: str) -> str | None:
         """sent -> None, deferred/expired -> "soft", bounced -> "hard"."""
         try:
-            return KINDS[status]
+            return self._kinds[status]
         except KeyError:
             raise ValueError(f"unknown delivery status {status!r}") from None
 
     def classify(self, status: str, code: str | None, enhanced: str | None,
                  text: str) -> Classification:
         try:
-            kind = KINDS[status]
+            kind = self._kinds[status]
         except KeyError:
             raise ValueError(f"unknown delivery status {status!r}") from None
         if kind is None:
@@ -165,10 +166,10 @@ class Classifier:
         if rule is not None:
             return self.rules[rule]
         info = self.catalog.enhanced(enhanced) if _enhanced_shape(enhanced) else None
-        if info is not None and info.category not in UNINFORMATIVE:
+        if info is not None and info.category not in self.catalog.uninformative:
             return info
         info = self.catalog.basic(code)
-        if info is not None and info.category not in UNINFORMATIVE:
+        if info is not None and info.category not in self.catalog.uninformative:
             return info
         return None
 
@@ -222,11 +223,11 @@ class _Units:
         for index, rule in enumerate(rules):
             if rule.pattern is None:
                 continue
-            for alternative in _alternatives(rule.pattern):
-                folded = _case_folded(alternative)
+            for alternative in patterns.alternatives(rule.pattern):
+                folded = patterns.case_folded(alternative)
                 self.rule.append(index)
                 self.regex.append(re.compile(folded))
-                self.literals.append(_required_literals(folded))
+                self.literals.append(patterns.required_literals(folded))
 
     def prefilter(self, allowed: tuple[bool, ...], limit: int) -> _Prefilter:
         """The prefilter over the units of the allowed rules before ``limit``."""
@@ -240,7 +241,7 @@ class _Units:
                 always.append(unit)
             else:
                 for literal in literals:
-                    by_key.setdefault(_key(literal), set()).add(unit)
+                    by_key.setdefault(patterns.key_of(literal), set()).add(unit)
         return _Prefilter(self, always, by_key)
 
 
@@ -257,7 +258,7 @@ class _Prefilter:
         self._by_key = {key: tuple(sorted(set().union(*(found for other, found in by_key.items()
                                                           if key.startswith(other)))))
                         for key in by_key}
-        self._anchor = re.compile(_trie(by_key)) if by_key else None
+        self._anchor = re.compile(patterns.trie(by_key)) if by_key else None
 
     def first(self, lowered: str) -> int | None:
         """Index of the first rule (in order) whose unit matches, else None."""
@@ -277,165 +278,6 @@ class _Prefilter:
             if unit_regex[unit].search(lowered):
                 return unit_rule[unit]
         return None
-
-
-# --- Pattern preparation (load time only) ------------------------------------------------------
-
-_MIN_LITERAL = 3  # shorter literals filter too little; their units are always tried
-_KEY_LENGTH = 8
-_KEY_MIN = 4
-# Characters from rare to common in mail reply texts (measured on the test corpus's replies): a key
-# starts at its literal's rarest character, so the scan enters the trie at few positions.
-_RARITY = {ch: rank for rank, ch in enumerate("&?+#'*<>_@[]/=;()\"qjzwhkbxvfgyupcdmlisnroate")}
-_GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
-
-
-def _case_folded(pattern: str) -> str:
-    """The pattern for lower-cased text: literal letters lower-cased, escapes (\\S, \\b, \\D ...)
-    kept. A pattern that does not survive folding (e.g. range [Z-a]) is matched with (?i:)."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            end = i + 2
-            if pattern.startswith("N{", i + 1):
-                end = pattern.find("}", i) + 1 or len(pattern)
-            out.append(pattern[i:end])
-            i = end
-        elif pattern.startswith("(?P", i):
-            out.append("(?P")
-            i += 3
-        else:
-            out.append(ch.lower())
-            i += 1
-    folded = "".join(out)
-    try:
-        re.compile(folded)
-    except re.error:
-        return f"(?i:{pattern})"
-    return folded
-
-
-def _alternatives(pattern: str) -> list[str]:
-    """The top-level alternatives of a pattern ("a|b(c|d)" -> ["a", "b(c|d)"])."""
-    if _GLOBAL_FLAGS.match(pattern):
-        return [pattern]  # flags such as (?x) apply to the whole pattern: keep it whole
-    parts: list[str] = []
-    depth = 0
-    start = 0
-    i = 0
-    in_class = False
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if in_class:
-            if ch == "]":
-                in_class = False
-        elif ch == "[":
-            in_class = True
-            if pattern.startswith("^", i + 1):
-                i += 1
-            if pattern.startswith("]", i + 1):
-                i += 1  # a leading ] is a literal
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    parts.append(pattern[start:])
-    try:
-        for part in parts:
-            re.compile(part)
-    except re.error:
-        return [pattern]
-    return parts
-
-
-def _required_literals(pattern: str) -> frozenset[str] | None:
-    """Strings of which every match of the (case-folded) pattern contains at least one;
-    None when no such set of literals of useful length is found."""
-    try:
-        from re import _constants as sre
-        from re import _parser
-
-        return _required_in(list(_parser.parse(pattern)), sre)
-    except Exception:  # noqa: BLE001 - the prefilter is an optimisation: without it, always try
-        return None
-
-
-def _required_in(items: list, sre) -> frozenset[str] | None:  # type: ignore[no-untyped-def]
-    options: list[frozenset[str]] = []
-    run: list[str] = []
-
-    def end_run() -> None:
-        if len(run) >= _MIN_LITERAL:
-            options.append(frozenset({"".join(run)}))
-        run.clear()
-
-    for op, arg in items:
-        if op is sre.LITERAL:
-            run.append(chr(arg))
-            continue
-        end_run()
-        found = None
-        if op is sre.SUBPATTERN:
-            _group, add_flags, del_flags, body = arg
-            if not add_flags and not del_flags:
-                found = _required_in(list(body), sre)
-        elif op is sre.BRANCH:
-            branches = [_required_in(list(branch), sre) for branch in arg[1]]
-            if all(branches):
-                found = frozenset().union(*branches)  # type: ignore[arg-type]
-        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
-            found = _required_in(list(arg[2]), sre)
-        elif op is sre.ATOMIC_GROUP:
-            found = _required_in(list(arg), sre)
-        if found:
-            options.append(found)
-    end_run()
-    if not options:
-        return None
-    # The cheapest to scan for: keys starting at rare characters, then the longest literals.
-    return min(options, key=lambda literals: (max(_rarity(_key(lit)[0]) for lit in literals),
-                                              -min(map(len, literals)), len(literals)))
-
-
-def _key(literal: str) -> str:
-    """The part of a required literal the scan looks for: from its rarest character on, keeping
-    at least _KEY_MIN characters (short keys match too often)."""
-    if len(literal) <= _KEY_MIN:
-        return literal
-    start = min(range(len(literal) - _KEY_MIN + 1), key=lambda i: (_rarity(literal[i]), i))
-    return literal[start:start + _KEY_LENGTH]
-
-
-def _rarity(ch: str) -> int:
-    return _RARITY.get(ch, len(_RARITY))
-
-
-def _trie(keys: Iterable[str]) -> str:
-    """One regex matching any of the keys, factored by prefix; prefers the longest key."""
-    root: dict = {}
-    for key in keys:
-        node = root
-        for ch in key:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def build(node: dict) -> str:
-        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if "" in node else body
-
-    return build(root)
 
 
 def _constraint(pattern: str | None) -> re.Pattern[str] | None:

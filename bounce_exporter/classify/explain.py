@@ -5,8 +5,9 @@ enhanced code, then the basic code). Soft or hard, though, has no MTA decision t
 it is judged from the reply itself: the basic code's first digit, else the enhanced code's class,
 else (no code at all) the deciding text rule's `kind`. When the basic and the enhanced class
 disagree, the basic code wins and `note` says so (config/catalog.yaml, "How explain judges a
-reply"). Every descriptive text comes from the catalog: the deciding rule or code entry first,
-then the category's defaults, then the kind's.
+reply"). What a digit says, and the notes, come from the catalog's `judging`; every descriptive text
+comes from the catalog: the deciding rule or code entry first, then the category's defaults, then
+the kind's.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from typing import TextIO
 
 from bounce_exporter.classify.catalog import CodeInfo, TextRule
 from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.facts import Judging
 from bounce_exporter.parsers.reply import find_reply_in_line
 
 # The JSON object's keys, in order: parse's keys where they apply, then the descriptive ones.
 KEYS = ("text", "code", "enhanced", "kind", "category", "note", "meaning", "severity",
         "sender_action", "recipient_action", "mta_next", "decided_by")
-# What a class digit says on its own (RFC 5321 4.2.1, RFC 3463 2). 1xx/3xx are not failures.
-_BY_DIGIT = {"1": "success", "2": "success", "3": "success", "4": "soft", "5": "hard"}
-_SUBJECTS = range(8)  # RFC 3463 defines subjects 0-7
 _WIDTH = 100
 _LABEL = 12
 
@@ -62,8 +61,10 @@ def explain(text: str, classifier: Classifier) -> Explanation:
         raise ValueError("nothing to explain: give a reply or log line, or a code such as 431 "
                          "or 4.3.1")
     catalog = classifier.catalog
+    judging = catalog.judging
+    assert judging is not None  # a catalog with problems is never loaded
     code, enhanced = find_reply_in_line(text)
-    judged, notes = _judge(code, enhanced, text)
+    judged, notes = _judge(judging, code, enhanced, text)
 
     decider: TextRule | CodeInfo | None
     if judged == "success":
@@ -72,13 +73,11 @@ def explain(text: str, classifier: Classifier) -> Explanation:
     else:
         decider = classifier.decided_by(code, enhanced, text)
         category = decider.category if decider is not None else "other"
-    if judged == "unknown" and isinstance(decider, TextRule) and decider.kind:
+    if judged == judging.no_code and isinstance(decider, TextRule) and decider.kind:
         judged = decider.kind
-        notes.append(f"no reply code in the text: {judged} is what MTAs do with such a failure "
-                     f"(rule {decider.name!r}); in a log, the MTA's status= decides")
-    elif judged == "unknown":
-        notes.append("no reply code in the text and no rule says soft or hard: in a log, the "
-                     "MTA's status= decides")
+        notes.append(judging.notes["rule_kind"].format(kind=judged, rule=decider.name))
+    elif judged == judging.no_code:
+        notes.append(judging.notes["no_kind"].format())
 
     entries = _code_entries(catalog, code, enhanced, notes)
     if isinstance(decider, TextRule):
@@ -106,20 +105,19 @@ def explain(text: str, classifier: Classifier) -> Explanation:
         kind_description=catalog.kinds[judged].description)
 
 
-def _judge(code: str | None, enhanced: str | None, text: str) -> tuple[str, list[str]]:
-    """soft | hard | success | unknown from the codes alone, with notes on a disagreement."""
+def _judge(judging: Judging, code: str | None, enhanced: str | None,
+           text: str) -> tuple[str, list[str]]:
+    """soft | hard | success | unknown (judging.kinds) from the codes alone, with notes on a
+    disagreement."""
     notes: list[str] = []
-    by_basic = _BY_DIGIT.get(code[0]) if code else None
-    by_enhanced = _BY_DIGIT.get(enhanced[0]) if enhanced else None
+    by_basic = judging.by_digit.get(code[0]) if code else None
+    by_enhanced = judging.by_digit.get(enhanced[0]) if enhanced else None
     if by_basic and by_enhanced and by_basic != by_enhanced:
-        where = " (the MTA's own dsn=)" if "dsn=" in text else ""
-        notes.append(
-            f"the basic code {code} says {by_basic}, the enhanced code {enhanced}{where} says "
-            f"{by_enhanced}: judged {by_basic}, the basic code wins (SMTP clients act on its first "
-            f"digit, RFC 5321 4.2.1). In a log the MTA's own decision counts - Exchange's "
-            f"\"550 4.4.7 QUEUE.Expired\" is an expiry, Postfix's dsn=4.7.1 beside a 554 greeting "
-            f"a deferral (it skips the host and retries)")
-    return by_basic or by_enhanced or "unknown", notes
+        where = judging.notes["dsn_where"] if "dsn=" in text else ""
+        notes.append(judging.notes["basic_wins"].format(
+            code=code, enhanced=enhanced, where=where, by_basic=by_basic,
+            by_enhanced=by_enhanced))
+    return by_basic or by_enhanced or judging.no_code, notes
 
 
 def _code_entries(catalog, code: str | None, enhanced: str | None,  # type: ignore[no-untyped-def]
@@ -127,23 +125,23 @@ def _code_entries(catalog, code: str | None, enhanced: str | None,  # type: igno
     """The catalog entries of the codes, most telling first: the basic code, the enhanced code's
     detail (or subject) entry, its class entry. Notes codes the catalog does not know."""
     entries: list[CodeInfo] = []
+    texts = catalog.judging.notes
     if code:
         basic = catalog.basic(code)
         if basic is not None:
             entries.append(basic)
         else:
-            notes.append(f"{code} is not a registered reply code: judged by its first digit")
+            notes.append(texts["unregistered_code"].format(code=code))
     if enhanced:
         subject, detail = (int(part) for part in enhanced.split(".")[1:])
         info = catalog.enhanced(enhanced)
         if info is not None:
             entries.append(info)
             if info.code.endswith(".X"):
-                notes.append(f"{enhanced}: detail {detail} of subject {subject} is not in the IANA "
-                             f"registry; read as its subject {info.code}")
-        elif subject not in _SUBJECTS:
-            notes.append(f"{enhanced}: subject {subject} is not defined (RFC 3463 subjects are "
-                         f"0-7); read as its class")
+                notes.append(texts["unregistered_detail"].format(
+                    enhanced=enhanced, subject=subject, detail=detail, entry=info.code))
+        elif not 0 <= subject <= catalog.judging.highest_subject:
+            notes.append(texts["undefined_subject"].format(enhanced=enhanced, subject=subject))
         cls = catalog.enhanced_class(enhanced)
         if cls is not None:
             entries.append(cls)
