@@ -18,9 +18,11 @@ ENHANCED = r"[245]" + _SUBJECT_DETAIL + r"(?!\.?\d)"
 DSN_FIELD = r"\d" + _SUBJECT_DETAIL
 # A reply where one starts: the basic code (a blank, "-" or the end after it), then the enhanced
 # code right after it. Groups ``code`` and ``enhanced``; callers put their own prefix before it.
-REPLY = r"(?P<code>[2-5]\d\d)(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
+CODE = r"[2-5]\d\d"  # a basic reply code
+REPLY = r"(?P<code>" + CODE + r")(?![^\s\-])(?:[ -](?P<enhanced>" + ENHANCED + r"))?"
 _REPLY = re.compile(r"(?:^|said: |refused to talk to me: )\s*" + REPLY)
 _ENHANCED_ONLY = re.compile(r"^(?:" + ENHANCED + r")$")
+_CODE_ONLY = re.compile(r"^" + CODE + r"$")
 
 
 def find_reply(text: str) -> tuple[str | None, str | None]:
@@ -33,6 +35,10 @@ def find_reply(text: str) -> tuple[str | None, str | None]:
 
 def is_enhanced(value: str) -> bool:
     return _ENHANCED_ONLY.match(value) is not None
+
+
+def is_code(value: str) -> bool:
+    return _CODE_ONLY.match(value) is not None
 
 
 _REPLY_AT = re.compile(r"\s*" + REPLY)

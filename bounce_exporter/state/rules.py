@@ -10,20 +10,19 @@ DEFAULT_RULES. An empty list disables tracking. How the tracker applies them: ``
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from bounce_exporter.checks import parse_duration, type_name
+from bounce_exporter.classify.catalog import default_deferral_rules_raw
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.parsers.reply import is_code, is_enhanced
 
 CONFIG_KEY = "persistent_deferrals"
 
 _RULE_KEYS = ("name", "match", "min_attempts", "min_duration", "clear_after")
 _MATCH_KEYS = ("code", "enhanced", "category")
-_CODE = re.compile(r"^[2-5]\d\d$")
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _DEFAULT_MIN_ATTEMPTS = 3
 _DEFAULT_MIN_DURATION = 30 * 60.0
 _DEFAULT_CLEAR_AFTER = 2 * 3600.0
@@ -51,17 +50,6 @@ class DeferralRule:
                 and classification.category == self.category)
 
 
-DEFAULT_RULES: tuple[DeferralRule, ...] = (
-    DeferralRule(
-        name="disk-full",
-        code="431",
-        enhanced="4.3.1",
-        category=None,
-        min_attempts=_DEFAULT_MIN_ATTEMPTS,
-        min_duration=_DEFAULT_MIN_DURATION,
-        clear_after=_DEFAULT_CLEAR_AFTER,
-    ),
-)
 
 
 def parse_rules(raw: object) -> list[DeferralRule]:
@@ -70,6 +58,10 @@ def parse_rules(raw: object) -> list[DeferralRule]:
     `persistent_deferrals[1].min_duration` (0-based index)."""
     if raw is None:
         return list(DEFAULT_RULES)
+    return _rules(raw)
+
+
+def _rules(raw: object) -> list[DeferralRule]:
     if not isinstance(raw, list):
         raise ConfigError([f"{CONFIG_KEY}: expected a list of rules, got {type_name(raw)}"])
     problems: list[str] = []
@@ -162,9 +154,9 @@ def _parse_match(
             if isinstance(value, (str, int)) and not isinstance(value, bool)
             else None
         )
-        if key == "code" and (text is None or not _CODE.match(text)):
+        if key == "code" and (text is None or not is_code(text)):
             problems.append(f"{where}.code: not a 3-digit reply code: {value!r}")
-        elif key == "enhanced" and (text is None or not _ENHANCED.match(text)):
+        elif key == "enhanced" and (text is None or not is_enhanced(text)):
             problems.append(f"{where}.enhanced: not an enhanced status code like 4.3.1: {value!r}")
         elif key == "category" and (not isinstance(value, str) or not text):
             problems.append(f"{where}.category: expected a non-empty string, got {value!r}")
@@ -182,3 +174,8 @@ def _duration(
     except ValueError as exc:
         problems.append(f"{where}.{key}: {exc}")
         return None
+
+
+# The default rule (431 4.3.1, disk full), a fact of the catalog: config/catalog.yaml's
+# default_persistent_deferrals, in the shape of the persistent_deferrals config key.
+DEFAULT_RULES: tuple[DeferralRule, ...] = tuple(_rules(default_deferral_rules_raw()))
