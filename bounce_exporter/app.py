@@ -25,6 +25,7 @@ from bounce_exporter.state.counters import DomainLabels, MetricState
 from bounce_exporter.parsers import LineNotUnderstood, make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
+from bounce_exporter.sources import Source
 from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.catchup import CatchUpSource
 from bounce_exporter.sources.stdin import StdinSource, is_stdin
@@ -82,19 +83,19 @@ class Exporter:
 
     def _add_source(self, source: SourceConfig) -> Feed:
         path, limit = source.path, self.config.max_line_bytes
-        reader: object
+        reader: Source
         if source.journal is not None:
             j = source.journal
             reader = JournalSource(j.units, j.identifier, namespace=j.namespace,
                                    directory=j.directory, from_start=self.config.from_start,
                                    max_line_bytes=limit, on_data=self._wake)
-            return self.pipeline.add(reader, make_parser(source.format, None))  # type: ignore[arg-type]
+            return self.pipeline.add(reader, make_parser(source.format, None))
         if is_stdin(path):
             reader = StdinSource(name=path, max_line_bytes=limit, on_data=self._wake)
-            return self.pipeline.add(reader, make_parser(source.format, None))  # type: ignore[arg-type]
+            return self.pipeline.add(reader, make_parser(source.format, None))
         if source.catch_up_of is not None:
             reader = CatchUpSource(path, max_line_bytes=limit, live_path=source.catch_up_of or None)
-            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path)))  # type: ignore[arg-type]
+            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path)))
         return self.pipeline.add(
             FileSource(path, from_start=self.config.from_start, max_line_bytes=limit),
             make_parser(source.format, _reference_time(path)),

@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.state.counters import MetricState
-from bounce_exporter.parsers import LineNotUnderstood, Parser
-from bounce_exporter.sources.files import FileSource
+from bounce_exporter.parsers import Capabilities, LineNotUnderstood, Parser, capabilities
+from bounce_exporter.sources import BlockSource, Resumable, Source
 from bounce_exporter.sources.lines import Batch, Block
-from bounce_exporter.sources.position import Position
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +27,23 @@ LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are l
 
 @dataclass
 class Feed:
-    source: FileSource
+    """A source and its parser, joined by what each offers (found once, at ``Pipeline.add``)."""
+
+    source: Source
     parser: Parser
-    counted: Position | None = None  # where the next line not yet counted starts
+    counted: Resumable | None = None  # where the next line not yet counted starts
+    caps: Capabilities = field(init=False)
+    blocks: Callable[[], Iterator[Block]] | None = field(init=False)  # when both take blocks
+
+    def __post_init__(self) -> None:
+        self.caps = capabilities(self.parser)
+        source = self.source
+        self.blocks = (source.read_blocks if isinstance(source, BlockSource)
+                       and self.caps.parse_block is not None else None)
+
+    def apply(self, max_line_bytes: int) -> None:
+        """A reloaded line limit."""
+        self.source.max_line_bytes = max_line_bytes
 
 
 class Pipeline:
@@ -45,20 +58,20 @@ class Pipeline:
         self.feeds: list[Feed] = []
         self._logged: dict[tuple[str, str], int] = defaultdict(int)
 
-    def add(self, source: FileSource, parser: Parser) -> Feed:
+    def add(self, source: Source, parser: Parser) -> Feed:
         feed = Feed(source, parser)
         with self.state.lock:
             self.feeds.append(feed)
             self.state.source(source.name)
         return feed
 
-    def begin(self, positions: dict[str, Position] | None = None) -> None:
+    def begin(self, positions: dict[str, Resumable] | None = None) -> None:
         """Open every source at its starting point: its saved position, else the tailer's rule."""
         positions = positions or {}
         for feed in self.feeds:
             self.begin_feed(feed, positions.get(feed.source.name))
 
-    def begin_feed(self, feed: Feed, position: Position | None = None) -> None:
+    def begin_feed(self, feed: Feed, position: Resumable | None = None) -> None:
         start = feed.source.begin(position)
         with self.state.lock:
             feed.counted = start
@@ -88,10 +101,9 @@ class Pipeline:
 
     def pump_feed(self, feed: Feed) -> int:
         total = 0
-        read_blocks = getattr(feed.source, "read_blocks", None)
-        if read_blocks is not None and hasattr(feed.parser, "parse_block"):
+        if feed.blocks is not None:
             # whole blocks: the parser finds its lines in them, no per-line work for the rest
-            for block in read_blocks():
+            for block in feed.blocks():
                 self._count_block(feed, block)
                 total += block.lines
         else:
@@ -114,11 +126,10 @@ class Pipeline:
         return total
 
     def _count_batch(self, feed: Feed, batch: list[bytes]) -> None:
-        parser = feed.parser
-        parse = parser.parse
+        parse = feed.parser.parse
         # A parser may drop, with cheap bytes tests, the lines it would make nothing of (most of
         # a mail log) before they cost a call each.
-        select = getattr(parser, "select", None)
+        select = feed.caps.select
         events: list[DeliveryEvent] = []
         skipped: dict[str, int] = defaultdict(int)
         for raw in batch if select is None else select(batch):
@@ -134,7 +145,8 @@ class Pipeline:
         def failed(raw: bytes, error: Exception) -> None:
             self._skip(feed, skipped, raw, error)
 
-        events = feed.parser.parse_block(block.data, failed)  # type: ignore[attr-defined]
+        assert feed.caps.parse_block is not None  # feed.blocks is set only then
+        events = feed.caps.parse_block(block.data, failed)
         self._count(feed, block, block.lines, events, skipped)
 
     def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception) -> None:
@@ -146,7 +158,7 @@ class Pipeline:
         else:
             skipped["parser_error"] += 1
             log.exception("%s: parser %s failed on %r", feed.source.name,
-                          getattr(feed.parser, "mta", "?"), raw[:300])
+                          feed.parser.mta, raw[:300])
 
     def _count(self, feed: Feed, read: Batch | Block | list[bytes], lines: int,
                events: list[DeliveryEvent], skipped: dict[str, int]) -> None:
@@ -180,9 +192,9 @@ class Pipeline:
             stats.read_errors = source.read_errors
             stats.truncations = source.truncations
             stats.rotations = source.rotations
-            counters = getattr(feed.parser, "counters", None)
-            if counters is not None:
-                stats.not_attempts = dict(counters())
+            stats.not_attempts = dict(feed.caps.counters())
+            if feed.caps.evictions is not None:
+                stats.pending_evicted = feed.caps.evictions(feed.parser)
 
     def _log_skip(self, source: str, reason: str, raw: bytes) -> None:
         key = (source, reason)

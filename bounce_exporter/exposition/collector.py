@@ -90,6 +90,8 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
     truncations, rotations = per_source("truncations"), per_source("rotations")
     bad, not_attempts = per_reason("not_understood"), per_reason("not_attempts")
     last = {key: value for key, value in per_source("last_line_time").items() if value}
+    evicted = {key: value for key, value in per_source("pending_evicted").items()
+               if value is not None}  # sources whose parser has no pending_evictions: none
     yield _counter("bounce_exporter_lines_read", "Log lines read, per source.", ["source"], read)
     yield _counter("bounce_exporter_lines_not_understood", "Log lines skipped, per source and "
                    "reason: a line that looked like a delivery but could not be read, or a line "
@@ -98,6 +100,9 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
                    "attempts to reach a server, per source and reason (Exim's retry time not "
                    "reached, OpenSMTPD's session-less temporary failures, Sendmail's queued-only).",
                    ["source", "reason"], not_attempts)
+    yield _counter("bounce_exporter_pending_messages_evicted", "Pending messages (deferred, not yet "
+                   "delivered or expired) forgotten because the parser's memory was full.",
+                   ["source"], evicted)
     yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
                    errors)
     yield _counter("bounce_exporter_truncations", "Times the log source was found truncated "

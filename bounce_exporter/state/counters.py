@@ -55,6 +55,7 @@ class SourceStats:
         "lines_read",
         "not_attempts",
         "not_understood",
+        "pending_evicted",
         "read_errors",
         "rotations",
         "truncations",
@@ -65,6 +66,7 @@ class SourceStats:
         self.lines_read = 0
         self.not_understood: dict[str, int] = defaultdict(int)
         self.not_attempts: dict[str, int] = {}  # the parser's counters(): lines that are no attempt
+        self.pending_evicted: int | None = None  # the parser's pending_evictions, if it has them
         self.last_line_time = 0.0
         self.up = 0
         self.read_errors = 0
