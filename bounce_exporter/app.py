@@ -13,24 +13,27 @@ from datetime import datetime
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.config import Config, SourceConfig, expand_sources
-from bounce_exporter.state.deferrals import DeferralTracker
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.sources.journal import JournalSource
-from bounce_exporter.exposition.collector import MetricsCollector, deferral_families
-from bounce_exporter.state.counters import DomainLabels, MetricState
+from bounce_exporter.exposition.collector import Exposition, snapshot_families
+from bounce_exporter.exposition.http import start_server
 from bounce_exporter.parsers import LineNotUnderstood, make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
 from bounce_exporter.sources import Source
-from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.catchup import CatchUpSource
+from bounce_exporter.sources.files import FileSource
+from bounce_exporter.sources.journal import JournalSource
 from bounce_exporter.sources.stdin import StdinSource, is_stdin
 from bounce_exporter.sources.wakeup import Wakeup
-from bounce_exporter.exposition.http import start_server
+from bounce_exporter.state.counters import DomainLabels, MetricState
+from bounce_exporter.state.deferrals import DeferralTracker
+from bounce_exporter.state.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,16 @@ def _reference_time(path: str) -> float | None:
         return os.path.getmtime(path)
     except OSError:
         return None
+
+
+class _Scraped(Collector):
+    """The exporter's families in a registry: each collect() is a scrape (saved, then exposed)."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        return snapshot_families(self.exporter.take_scrape())
 
 
 class Exporter:
@@ -56,23 +69,40 @@ class Exporter:
         self.loader = loader  # re-reads the configuration at SIGHUP
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
         self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist))
-        self.tracker = DeferralTracker(config.deferral_rules)
-        self.pipeline = Pipeline(self.classifier, self.state, observers=[self.tracker.observe])
-        self.keeper = StateKeeper(config.state_file, self.tracker, self.state,
-                                  positions=self.pipeline.positions)
+        self.store = Store(self.state, DeferralTracker(config.deferral_rules),
+                           positions=lambda: self.pipeline.positions())
+        self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
+        self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
             self._add_source(source)
+        self._others: list[Collector] = []  # served on /metrics beside the snapshot's families
         if registry is None:
             registry = CollectorRegistry()
-            ProcessCollector(registry=registry)
+            self._others.append(ProcessCollector(registry=registry))
+        # /metrics is served by scrape(); a registry's reader (in the process) scrapes too
         self.registry = registry
-        self.registry.register(MetricsCollector(
-            self.state, extra=[lambda: deferral_families(self.tracker, self.state.lock)],
-            checkpoint=self.keeper))
+        self.registry.register(_Scraped(self))
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.server = None
         self.wakeup = Wakeup(self._watched())
+
+    @property
+    def tracker(self) -> DeferralTracker:
+        return self.store.tracker
+
+    def scrape(self) -> Exposition:
+        """What /metrics encodes: the exposition of a snapshot saved first (``take_scrape``),
+        then the process's own metrics."""
+        return Exposition(self.take_scrape(), self._others)
+
+    def take_scrape(self) -> Snapshot:
+        """A scrape's snapshot, recorded and written by the keeper before anything of it is
+        exposed (see persistence.keeper)."""
+        snapshot = self.store.snapshot()
+        self.keeper.record(snapshot.saved)
+        self.keeper.write()
+        return snapshot
 
     def _watched(self) -> list[str]:
         """Files to watch; journal and stdin sources wake the loop themselves."""
@@ -122,7 +152,8 @@ class Exporter:
         self.server = start_server(self.config.listen_address, self.registry,
                                    telemetry_path=self.config.telemetry_path,
                                    json_routes={"/api/v1/deferrals": self.deferrals_view},
-                                   web_config_file=self.config.web_config_file)
+                                   web_config_file=self.config.web_config_file,
+                                   scrape=self.scrape)
         host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.name for feed in self.pipeline.feeds))
@@ -162,14 +193,12 @@ class Exporter:
     def step(self) -> int:
         """One turn of the read loop: read every source, age the tracker, save state if due."""
         lines = self.pipeline.pump()
-        with self.state.lock:
-            self.tracker.advance(time.time())
+        self.store.advance(time.time())
         self.keeper.maybe_save()
         return lines
 
     def deferrals_view(self) -> list[dict]:
-        with self.state.lock:
-            return self.tracker.api_view()
+        return self.store.deferrals_view()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
@@ -222,18 +251,9 @@ class Exporter:
         for path in [p for p in wanted if p not in following]:
             log.info("reload: following %s", path)
             self.pipeline.begin_feed(self._add_source(wanted[path]))
-        tracker = self.tracker
-        if config.deferral_rules != old.deferral_rules:
-            with self.state.lock:
-                tracker = DeferralTracker(config.deferral_rules)
-                tracker.load_state(self.tracker.to_state())
+        self.store.apply(config.max_domains, config.deferral_rules)
         with self.state.lock:
-            self.state.domains.max_domains = config.max_domains
             self.classifier = self.pipeline.classifier = classifier
-            if tracker is not self.tracker:
-                self.pipeline.observers[:] = [tracker.observe if o == self.tracker.observe else o
-                                              for o in self.pipeline.observers]
-                self.tracker = self.keeper.tracker = tracker
         self.wakeup.stop()
         self.wakeup = Wakeup(self._watched())
         log.info("configuration reloaded")

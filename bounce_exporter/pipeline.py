@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.state.counters import MetricState
 from bounce_exporter.parsers import Capabilities, LineNotUnderstood, Parser, capabilities
 from bounce_exporter.sources import BlockSource, Resumable, Source
 from bounce_exporter.sources.lines import Batch, Block
+from bounce_exporter.state.counters import MetricState
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,14 @@ import re
 from collections.abc import Mapping, Sequence
 
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.parsers import Capabilities, Failed, Parser, ParserBase, capabilities, make_parser
+from bounce_exporter.parsers import (
+    Capabilities,
+    Failed,
+    Parser,
+    ParserBase,
+    capabilities,
+    make_parser,
+)
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 POSTFIX_DAEMONS = frozenset({
