@@ -37,6 +37,9 @@ from bounce_exporter.state.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
 
+RESTART_ONLY = ("listen_address", "telemetry_path", "state_file", "domain_allowlist",
+                "web_config_file")
+
 
 def _reference_time(path: str) -> float | None:
     """Stamps without a year are placed no later than the file's last change."""
@@ -232,32 +235,43 @@ class Exporter:
             log.error("reload refused, keeping the running configuration: %s",
                       "; ".join(err.problems))
             return False
-        old = self.config
-        for key in ("listen_address", "telemetry_path", "state_file", "domain_allowlist",
-                    "web_config_file"):
-            if getattr(config, key, None) != getattr(old, key, None):
-                log.warning("reload: %s changed; it takes effect at the next restart", key)
-                setattr(config, key, getattr(old, key, None))
+        config = _keep_restart_only(config, self.config)
         self.config = config
         logging.getLogger().setLevel(config.log_level.upper())
-        expanded = expand_sources(config.sources, config.from_start)
-        wanted = {s.path: s for s in expanded if s.catch_up_of is None}  # rotated: at start only
-        following = {feed.source.name: feed for feed in self.pipeline.feeds}
-        for name in following.keys() - {s.path for s in expanded}:
-            log.info("reload: no longer following %s", name)
-            self.pipeline.remove(name)
-        for feed in self.pipeline.feeds:
-            feed.source.max_line_bytes = config.max_line_bytes
-        for path in [p for p in wanted if p not in following]:
-            log.info("reload: following %s", path)
-            self.pipeline.begin_feed(self._add_source(wanted[path]))
+        self._apply_sources(config)
         self.store.apply(config.max_domains, config.deferral_rules)
-        with self.state.lock:
-            self.classifier = self.pipeline.classifier = classifier
+        self.pipeline.apply(classifier, config.max_line_bytes)
+        self.classifier = classifier
         self.wakeup.stop()
         self.wakeup = Wakeup(self._watched())
         log.info("configuration reloaded")
         return True
+
+    def _apply_sources(self, config: Config) -> None:
+        """Let go of the sources no longer configured, follow the new ones."""
+        expanded = expand_sources(config.sources, config.from_start)
+        wanted = {s.path: s for s in expanded if s.catch_up_of is None}  # rotated: at start only
+        following = {feed.source.name for feed in self.pipeline.feeds}
+        for name in following - {s.path for s in expanded}:
+            log.info("reload: no longer following %s", name)
+            self.pipeline.remove(name)
+        for path in [p for p in wanted if p not in following]:
+            log.info("reload: following %s", path)
+            self.pipeline.begin_feed(self._add_source(wanted[path]))
+
+
+def _keep_restart_only(config: Config, old: Config) -> Config:
+    """``config``, given the running values of the settings that take effect at a restart only."""
+    new = (config.listen_address, config.telemetry_path, config.state_file,
+           config.domain_allowlist, config.web_config_file)
+    running = (old.listen_address, old.telemetry_path, old.state_file, old.domain_allowlist,
+               old.web_config_file)
+    for key, now, before in zip(RESTART_ONLY, new, running):
+        if now != before:
+            log.warning("reload: %s changed; it takes effect at the next restart", key)
+    (config.listen_address, config.telemetry_path, config.state_file, config.domain_allowlist,
+     config.web_config_file) = running
+    return config
 
 
 # -- parse: one JSON object per delivery event ---------------------------------------------------

@@ -65,6 +65,14 @@ class Pipeline:
             self.state.source(source.name)
         return feed
 
+    def apply(self, classifier: Classifier, max_line_bytes: int) -> None:
+        """A reloaded configuration: its classifier (for what is counted from now on) and line
+        limit."""
+        for feed in self.feeds:
+            feed.apply(max_line_bytes)
+        with self.state.lock:
+            self.classifier = classifier
+
     def begin(self, positions: dict[str, Resumable] | None = None) -> None:
         """Open every source at its starting point: its saved position, else the tailer's rule."""
         positions = positions or {}
