@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.config import Config, SourceConfig, expand_sources
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.exposition.collector import Exposition, snapshot_families
 from bounce_exporter.exposition.http import start_server
-from bounce_exporter.parsers import LineNotUnderstood, make_parser
+from bounce_exporter.parsers import make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
 from bounce_exporter.sources import Source
@@ -276,11 +276,16 @@ def _keep_restart_only(config: Config, old: Config) -> Config:
 
 # -- parse: one JSON object per delivery event ---------------------------------------------------
 
-def iter_file_events(path: str, fmt: str, max_line_bytes: int
-                     ) -> Iterator[tuple[int, DeliveryEvent]]:
-    """(line number, event) for every delivery event of a file read from its start.
+EventSink = Callable[[int, DeliveryEvent, Classification], None]
 
-    Raises OSError when the file cannot be read. Lines not understood are logged and skipped."""
+
+def read_file_events(path: str, fmt: str, max_line_bytes: int, classifier: Classifier,
+                     on_event: EventSink) -> None:
+    """Read a file from its start through a one-source ``Pipeline`` (source → parser →
+    classification), handing every delivery event to ``on_event(line number, event, verdict)``.
+
+    Raises OSError, before anything is read, when the file cannot be read. Lines not understood
+    are logged and skipped."""
     if not os.path.isfile(path):
         raise OSError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
     with open(path, "rb"):  # raises PermissionError before anything is printed
@@ -288,38 +293,31 @@ def iter_file_events(path: str, fmt: str, max_line_bytes: int
     source: FileSource | CatchUpSource
     if path.endswith(".gz"):  # a rotated, compressed log: read through gzip
         source = CatchUpSource(path, max_line_bytes=max_line_bytes)
-        source.begin()
-        if source.read_errors:
-            raise OSError(f"{path}: not a readable gzip file")
     else:
         source = FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
-    parser = make_parser(fmt, _reference_time(path))
-    lineno = 0
-    for batch in _chain(source.read_batches(), source):
-        for raw in batch:
-            lineno += 1
-            try:
-                events = parser.parse(raw)
-            except LineNotUnderstood as err:
-                log.warning("%s:%d: line not understood (%s)", path, lineno, err.reason)
-                continue
-            for event in events:
-                yield lineno, event
+    pipeline = Pipeline(classifier, MetricState())
+    feed = pipeline.add(source, make_parser(fmt, _reference_time(path)), on_event=on_event)
+    pipeline.begin_feed(feed)
+    if isinstance(source, CatchUpSource) and source.read_errors:
+        raise OSError(f"{path}: not a readable gzip file")
+    pipeline.pump()
+    pipeline.drain()
     if source.lines_too_long:
         log.warning("%s: %d lines over %d bytes skipped", path, source.lines_too_long,
                     max_line_bytes)
 
 
-def _chain(batches: Iterator[list[bytes]], source: FileSource | CatchUpSource
-           ) -> Iterator[list[bytes]]:
-    yield from batches
-    rest = source.close()
-    if rest:
-        yield rest
+def iter_file_events(path: str, fmt: str, max_line_bytes: int
+                     ) -> Iterator[tuple[int, DeliveryEvent]]:
+    """(line number, event) for every delivery event of a file read from its start (the
+    ``parse`` command's read, see ``read_file_events``)."""
+    found: list[tuple[int, DeliveryEvent]] = []
+    read_file_events(path, fmt, max_line_bytes, Classifier.load(),
+                     lambda number, event, _verdict: found.append((number, event)))
+    yield from found
 
 
-def event_record(path: str, lineno: int, event: DeliveryEvent, classifier: Classifier) -> dict:
-    verdict = classifier.classify(event.status, event.code, event.enhanced, event.text)
+def event_record(path: str, lineno: int, event: DeliveryEvent, verdict: Classification) -> dict:
     return {
         "file": path, "line": lineno,
         "time": datetime.fromtimestamp(event.time).astimezone().isoformat(),
@@ -336,10 +334,13 @@ def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> i
     fmt = config.log_format or config.sources[0].format
     status = 0
     for path in paths:
+        def printed(lineno: int, event: DeliveryEvent, verdict: Classification,
+                    path: str = path) -> None:
+            record = event_record(path, lineno, event, verdict)
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
         try:
-            for lineno, event in iter_file_events(path, fmt, config.max_line_bytes):
-                record = event_record(path, lineno, event, classifier)
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            read_file_events(path, fmt, config.max_line_bytes, classifier, printed)
         except OSError as error:
             reason = f"{path}: {error.strerror}" if error.strerror else str(error)
             err.write(f"bounce-exporter parse: cannot read {reason}\n")

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import Capabilities, LineNotUnderstood, Parser, capabilities
 from bounce_exporter.sources import BlockSource, Resumable, Source
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are logged at debug level
 
+LineObserver = Callable[[int, DeliveryEvent, Classification], None]  # (line number, event, verdict)
+
 
 @dataclass
 class Feed:
@@ -32,6 +34,10 @@ class Feed:
     source: Source
     parser: Parser
     counted: Resumable | None = None  # where the next line not yet counted starts
+    # Numbered (the ``parse`` command): every line through ``parse``, in order, and each event
+    # handed to ``on_event`` with its line number (1 for the source's first line).
+    on_event: LineObserver | None = None
+    lines: int = 0  # lines counted so far
     caps: Capabilities = field(init=False)
     blocks: Callable[[], Iterator[Block]] | None = field(init=False)  # when both take blocks
 
@@ -39,7 +45,7 @@ class Feed:
         self.caps = capabilities(self.parser)
         source = self.source
         self.blocks = (source.read_blocks if isinstance(source, BlockSource)
-                       and self.caps.parse_block is not None else None)
+                       and self.caps.parse_block is not None and self.on_event is None else None)
 
     def apply(self, max_line_bytes: int) -> None:
         """A reloaded line limit."""
@@ -58,8 +64,9 @@ class Pipeline:
         self.feeds: list[Feed] = []
         self._logged: dict[tuple[str, str], int] = defaultdict(int)
 
-    def add(self, source: Source, parser: Parser) -> Feed:
-        feed = Feed(source, parser)
+    def add(self, source: Source, parser: Parser, on_event: LineObserver | None = None) -> Feed:
+        """Follow ``source`` with ``parser``; ``on_event``: a numbered feed (see ``Feed``)."""
+        feed = Feed(source, parser, on_event=on_event)
         with self.state.lock:
             self.feeds.append(feed)
             self.state.source(source.name)
@@ -134,6 +141,9 @@ class Pipeline:
         return total
 
     def _count_batch(self, feed: Feed, batch: list[bytes]) -> None:
+        if feed.on_event is not None:
+            self._count_numbered(feed, batch)
+            return
         parse = feed.parser.parse
         # A parser may drop, with cheap bytes tests, the lines it would make nothing of (most of
         # a mail log) before they cost a call each.
@@ -147,6 +157,21 @@ class Pipeline:
                 self._skip(feed, skipped, raw, error)
         self._count(feed, batch, len(batch), events, skipped)
 
+    def _count_numbered(self, feed: Feed, batch: list[bytes]) -> None:
+        parse = feed.parser.parse
+        events: list[DeliveryEvent] = []
+        numbers: list[int] = []
+        skipped: dict[str, int] = defaultdict(int)
+        for number, raw in enumerate(batch, feed.lines + 1):
+            try:
+                found = parse(raw)
+            except Exception as error:  # noqa: BLE001 - _skip counts and logs it
+                self._skip(feed, skipped, raw, error, number)
+                continue
+            events += found
+            numbers += [number] * len(found)
+        self._count(feed, batch, len(batch), events, skipped, numbers)
+
     def _count_block(self, feed: Feed, block: Block) -> None:
         skipped: dict[str, int] = defaultdict(int)
 
@@ -157,21 +182,29 @@ class Pipeline:
         events = feed.caps.parse_block(block.data, failed)
         self._count(feed, block, block.lines, events, skipped)
 
-    def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception) -> None:
-        """A line the parser raised on (called inside the ``except``): counted, logged, skipped.
-        A parser bug must not stop the reading either."""
+    def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception,
+              number: int | None = None) -> None:
+        """A line the parser raised on (called inside the ``except``): counted, logged (with its
+        number in a numbered feed, every time), skipped. A parser bug must not stop the reading
+        either."""
         if isinstance(error, LineNotUnderstood):
             skipped[error.reason] += 1
-            self._log_skip(feed.source.name, error.reason, raw)
+            if number is not None:
+                log.warning("%s:%d: line not understood (%s)", feed.source.name, number,
+                            error.reason)
+            else:
+                self._log_skip(feed.source.name, error.reason, raw)
         else:
             skipped["parser_error"] += 1
             log.exception("%s: parser %s failed on %r", feed.source.name,
                           feed.parser.mta, raw[:300])
 
     def _count(self, feed: Feed, read: Batch | Block | list[bytes], lines: int,
-               events: list[DeliveryEvent], skipped: dict[str, int]) -> None:
+               events: list[DeliveryEvent], skipped: dict[str, int],
+               numbers: list[int] | None = None) -> None:
         """Classify the events of what was read (``lines`` lines), then count them and the lines
-        under the lock, and take its position (a plain list has none) as the feed's counted one."""
+        under the lock, and take its position (a plain list has none) as the feed's counted one.
+        A numbered feed's events (``numbers``: their line numbers) go to its ``on_event`` too."""
         classify = self.classifier.classify
         found = [(event, classify(event.status, event.code, event.enhanced, event.text))
                  for event in events]
@@ -186,11 +219,15 @@ class Pipeline:
                 if read.too_long:
                     stats.not_understood["too_long"] += read.too_long
                 feed.counted = read.position
+            feed.lines += lines
             record, observers = state.record, self.observers
             for event, classification in found:
                 record(event, classification)
                 for observe in observers:
                     observe(event, classification)
+            if feed.on_event is not None and numbers is not None:
+                for number, (event, classification) in zip(numbers, found):
+                    feed.on_event(number, event, classification)
 
     def _sync_source_stats(self, feed: Feed) -> None:
         source = feed.source
