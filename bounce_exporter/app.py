@@ -78,11 +78,13 @@ class Exporter:
         self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
             self._add_source(source)
-        self._others: list[Collector] = []  # served on /metrics beside the snapshot's families
+        # /metrics is served by scrape(), or, with a registry given (its own collectors besides),
+        # by the registry: a collect() of it is a scrape too (_Scraped)
+        self._others: list[Collector] = []  # served on /metrics before the snapshot's families
+        self._serve_registry = registry is not None
         if registry is None:
             registry = CollectorRegistry()
             self._others.append(ProcessCollector(registry=registry))
-        # /metrics is served by scrape(); a registry's reader (in the process) scrapes too
         self.registry = registry
         self.registry.register(_Scraped(self))
         self.stopping = threading.Event()
@@ -156,7 +158,7 @@ class Exporter:
                                    telemetry_path=self.config.telemetry_path,
                                    json_routes={"/api/v1/deferrals": self.deferrals_view},
                                    web_config_file=self.config.web_config_file,
-                                   scrape=self.scrape)
+                                   scrape=None if self._serve_registry else self.scrape)
         host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.name for feed in self.pipeline.feeds))

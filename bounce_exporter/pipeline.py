@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.parsers import Capabilities, LineNotUnderstood, Parser, capabilities
+from bounce_exporter.parsers import Capabilities, Failed, LineNotUnderstood, Parser, capabilities
 from bounce_exporter.sources import BlockSource, Resumable, Source
 from bounce_exporter.sources.lines import Batch, Block
 from bounce_exporter.state.counters import MetricState
@@ -39,13 +39,16 @@ class Feed:
     on_event: LineObserver | None = None
     lines: int = 0  # lines counted so far
     caps: Capabilities = field(init=False)
-    blocks: Callable[[], Iterator[Block]] | None = field(init=False)  # when both take blocks
+    # (read_blocks, parse_block) when the source reads blocks and the parser parses them
+    blocks: tuple[Callable[[], Iterator[Block]], Callable[[bytes, Failed], list[DeliveryEvent]]] \
+        | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.caps = capabilities(self.parser)
-        source = self.source
-        self.blocks = (source.read_blocks if isinstance(source, BlockSource)
-                       and self.caps.parse_block is not None and self.on_event is None else None)
+        source, parse_block = self.source, self.caps.parse_block
+        self.blocks = None
+        if isinstance(source, BlockSource) and parse_block is not None and self.on_event is None:
+            self.blocks = (source.read_blocks, parse_block)
 
     def apply(self, max_line_bytes: int) -> None:
         """A reloaded line limit."""
@@ -118,8 +121,9 @@ class Pipeline:
         total = 0
         if feed.blocks is not None:
             # whole blocks: the parser finds its lines in them, no per-line work for the rest
-            for block in feed.blocks():
-                self._count_block(feed, block)
+            read_blocks, parse_block = feed.blocks
+            for block in read_blocks():
+                self._count_block(feed, block, parse_block)
                 total += block.lines
         else:
             for batch in feed.source.read_batches():
@@ -172,14 +176,14 @@ class Pipeline:
             numbers += [number] * len(found)
         self._count(feed, batch, len(batch), events, skipped, numbers)
 
-    def _count_block(self, feed: Feed, block: Block) -> None:
+    def _count_block(self, feed: Feed, block: Block,
+                     parse_block: Callable[[bytes, Failed], list[DeliveryEvent]]) -> None:
         skipped: dict[str, int] = defaultdict(int)
 
         def failed(raw: bytes, error: Exception) -> None:
             self._skip(feed, skipped, raw, error)
 
-        assert feed.caps.parse_block is not None  # feed.blocks is set only then
-        events = feed.caps.parse_block(block.data, failed)
+        events = parse_block(block.data, failed)
         self._count(feed, block, block.lines, events, skipped)
 
     def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception,

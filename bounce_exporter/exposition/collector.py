@@ -40,16 +40,16 @@ class MetricsCollector(Collector):
 
 class Exposition(Collector):
     """What one scrape encodes (anything with ``collect()`` will do for client_python's encoders):
-    the families of a snapshot already taken, then those of other collectors (the process's)."""
+    the families of other collectors (the process's), then those of a snapshot already taken."""
 
     def __init__(self, snapshot: Snapshot, others: Iterable[Collector] = ()):
         self.snapshot = snapshot
         self.others = list(others)
 
     def collect(self) -> Iterator[Metric]:
-        yield from snapshot_families(self.snapshot)
         for other in self.others:
             yield from other.collect()
+        yield from snapshot_families(self.snapshot)
 
 
 def snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -104,8 +104,8 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
                    "attempts to reach a server, per source and reason (Exim's retry time not "
                    "reached, OpenSMTPD's session-less temporary failures, Sendmail's queued-only).",
                    ["source", "reason"], not_attempts)
-    yield _counter("bounce_exporter_pending_messages_evicted", "Pending messages (deferred, not yet "
-                   "delivered or expired) forgotten because the parser's memory was full.",
+    yield _counter("bounce_exporter_pending_messages_evicted", "Pending messages (deferred, not "
+                   "yet delivered or expired) forgotten because the parser's memory was full.",
                    ["source"], evicted)
     yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
                    errors)
