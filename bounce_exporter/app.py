@@ -97,8 +97,8 @@ class Exporter:
         return self.store.tracker
 
     def scrape(self) -> Exposition:
-        """What /metrics encodes: the exposition of a snapshot saved first (``take_scrape``),
-        then the process's own metrics."""
+        """What /metrics encodes: the process's own metrics, then the families of a snapshot
+        saved first (``take_scrape``)."""
         return Exposition(self.take_scrape(), self._others)
 
     def take_scrape(self) -> Snapshot:
