@@ -13,16 +13,19 @@ from datetime import datetime
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
-from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.config import Config, SourceConfig, expand_sources
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.exposition.collector import MetricsCollector, deferral_families
+from bounce_exporter.exposition.collector import Exposition, snapshot_families
 from bounce_exporter.exposition.http import start_server
-from bounce_exporter.parsers import LineNotUnderstood, make_parser
+from bounce_exporter.parsers import make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
+from bounce_exporter.sources import Source
 from bounce_exporter.sources.catchup import CatchUpSource
 from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.journal import JournalSource
@@ -30,8 +33,12 @@ from bounce_exporter.sources.stdin import StdinSource, is_stdin
 from bounce_exporter.sources.wakeup import Wakeup
 from bounce_exporter.state.counters import DomainLabels, MetricState
 from bounce_exporter.state.deferrals import DeferralTracker
+from bounce_exporter.state.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
+
+RESTART_ONLY = ("listen_address", "telemetry_path", "state_file", "domain_allowlist",
+                "web_config_file")
 
 
 def _reference_time(path: str) -> float | None:
@@ -40,6 +47,16 @@ def _reference_time(path: str) -> float | None:
         return os.path.getmtime(path)
     except OSError:
         return None
+
+
+class _Scraped(Collector):
+    """The exporter's families in a registry: each collect() is a scrape (saved, then exposed)."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        return snapshot_families(self.exporter.take_scrape())
 
 
 class Exporter:
@@ -55,23 +72,42 @@ class Exporter:
         self.loader = loader  # re-reads the configuration at SIGHUP
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
         self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist))
-        self.tracker = DeferralTracker(config.deferral_rules)
-        self.pipeline = Pipeline(self.classifier, self.state, observers=[self.tracker.observe])
-        self.keeper = StateKeeper(config.state_file, self.tracker, self.state,
-                                  positions=self.pipeline.positions)
+        self.store = Store(self.state, DeferralTracker(config.deferral_rules),
+                           positions=lambda: self.pipeline.positions())
+        self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
+        self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
             self._add_source(source)
+        # /metrics is served by scrape(), or, with a registry given (its own collectors besides),
+        # by the registry: a collect() of it is a scrape too (_Scraped)
+        self._others: list[Collector] = []  # served on /metrics before the snapshot's families
+        self._serve_registry = registry is not None
         if registry is None:
             registry = CollectorRegistry()
-            ProcessCollector(registry=registry)
+            self._others.append(ProcessCollector(registry=registry))
         self.registry = registry
-        self.registry.register(MetricsCollector(
-            self.state, extra=[lambda: deferral_families(self.tracker, self.state.lock)],
-            checkpoint=self.keeper))
+        self.registry.register(_Scraped(self))
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.server = None
         self.wakeup = Wakeup(self._watched())
+
+    @property
+    def tracker(self) -> DeferralTracker:
+        return self.store.tracker
+
+    def scrape(self) -> Exposition:
+        """What /metrics encodes: the process's own metrics, then the families of a snapshot
+        saved first (``take_scrape``)."""
+        return Exposition(self.take_scrape(), self._others)
+
+    def take_scrape(self) -> Snapshot:
+        """A scrape's snapshot, recorded and written by the keeper before anything of it is
+        exposed (see persistence.keeper)."""
+        snapshot = self.store.snapshot()
+        self.keeper.record(snapshot.saved)
+        self.keeper.write()
+        return snapshot
 
     def _watched(self) -> list[str]:
         """Files to watch; journal and stdin sources wake the loop themselves."""
@@ -82,19 +118,19 @@ class Exporter:
 
     def _add_source(self, source: SourceConfig) -> Feed:
         path, limit = source.path, self.config.max_line_bytes
-        reader: object
+        reader: Source
         if source.journal is not None:
             j = source.journal
             reader = JournalSource(j.units, j.identifier, namespace=j.namespace,
                                    directory=j.directory, from_start=self.config.from_start,
                                    max_line_bytes=limit, on_data=self._wake)
-            return self.pipeline.add(reader, make_parser(source.format, None))  # type: ignore[arg-type]
+            return self.pipeline.add(reader, make_parser(source.format, None))
         if is_stdin(path):
             reader = StdinSource(name=path, max_line_bytes=limit, on_data=self._wake)
-            return self.pipeline.add(reader, make_parser(source.format, None))  # type: ignore[arg-type]
+            return self.pipeline.add(reader, make_parser(source.format, None))
         if source.catch_up_of is not None:
             reader = CatchUpSource(path, max_line_bytes=limit, live_path=source.catch_up_of or None)
-            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path)))  # type: ignore[arg-type]
+            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path)))
         return self.pipeline.add(
             FileSource(path, from_start=self.config.from_start, max_line_bytes=limit),
             make_parser(source.format, _reference_time(path)),
@@ -121,7 +157,8 @@ class Exporter:
         self.server = start_server(self.config.listen_address, self.registry,
                                    telemetry_path=self.config.telemetry_path,
                                    json_routes={"/api/v1/deferrals": self.deferrals_view},
-                                   web_config_file=self.config.web_config_file)
+                                   web_config_file=self.config.web_config_file,
+                                   scrape=None if self._serve_registry else self.scrape)
         host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.name for feed in self.pipeline.feeds))
@@ -161,14 +198,12 @@ class Exporter:
     def step(self) -> int:
         """One turn of the read loop: read every source, age the tracker, save state if due."""
         lines = self.pipeline.pump()
-        with self.state.lock:
-            self.tracker.advance(time.time())
+        self.store.advance(time.time())
         self.keeper.maybe_save()
         return lines
 
     def deferrals_view(self) -> list[dict]:
-        with self.state.lock:
-            return self.tracker.api_view()
+        return self.store.deferrals_view()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
@@ -202,50 +237,57 @@ class Exporter:
             log.error("reload refused, keeping the running configuration: %s",
                       "; ".join(err.problems))
             return False
-        old = self.config
-        for key in ("listen_address", "telemetry_path", "state_file", "domain_allowlist",
-                    "web_config_file"):
-            if getattr(config, key, None) != getattr(old, key, None):
-                log.warning("reload: %s changed; it takes effect at the next restart", key)
-                setattr(config, key, getattr(old, key, None))
+        config = _keep_restart_only(config, self.config)
         self.config = config
         logging.getLogger().setLevel(config.log_level.upper())
-        expanded = expand_sources(config.sources, config.from_start)
-        wanted = {s.path: s for s in expanded if s.catch_up_of is None}  # rotated: at start only
-        following = {feed.source.name: feed for feed in self.pipeline.feeds}
-        for name in following.keys() - {s.path for s in expanded}:
-            log.info("reload: no longer following %s", name)
-            self.pipeline.remove(name)
-        for feed in self.pipeline.feeds:
-            feed.source.max_line_bytes = config.max_line_bytes
-        for path in [p for p in wanted if p not in following]:
-            log.info("reload: following %s", path)
-            self.pipeline.begin_feed(self._add_source(wanted[path]))
-        tracker = self.tracker
-        if config.deferral_rules != old.deferral_rules:
-            with self.state.lock:
-                tracker = DeferralTracker(config.deferral_rules)
-                tracker.load_state(self.tracker.to_state())
-        with self.state.lock:
-            self.state.domains.max_domains = config.max_domains
-            self.classifier = self.pipeline.classifier = classifier
-            if tracker is not self.tracker:
-                self.pipeline.observers[:] = [tracker.observe if o == self.tracker.observe else o
-                                              for o in self.pipeline.observers]
-                self.tracker = self.keeper.tracker = tracker
+        self._apply_sources(config)
+        self.store.apply(config.max_domains, config.deferral_rules)
+        self.pipeline.apply(classifier, config.max_line_bytes)
+        self.classifier = classifier
         self.wakeup.stop()
         self.wakeup = Wakeup(self._watched())
         log.info("configuration reloaded")
         return True
 
+    def _apply_sources(self, config: Config) -> None:
+        """Let go of the sources no longer configured, follow the new ones."""
+        expanded = expand_sources(config.sources, config.from_start)
+        wanted = {s.path: s for s in expanded if s.catch_up_of is None}  # rotated: at start only
+        following = {feed.source.name for feed in self.pipeline.feeds}
+        for name in following - {s.path for s in expanded}:
+            log.info("reload: no longer following %s", name)
+            self.pipeline.remove(name)
+        for path in [p for p in wanted if p not in following]:
+            log.info("reload: following %s", path)
+            self.pipeline.begin_feed(self._add_source(wanted[path]))
+
+
+def _keep_restart_only(config: Config, old: Config) -> Config:
+    """``config``, given the running values of the settings that take effect at a restart only."""
+    new = (config.listen_address, config.telemetry_path, config.state_file,
+           config.domain_allowlist, config.web_config_file)
+    running = (old.listen_address, old.telemetry_path, old.state_file, old.domain_allowlist,
+               old.web_config_file)
+    for key, now, before in zip(RESTART_ONLY, new, running):
+        if now != before:
+            log.warning("reload: %s changed; it takes effect at the next restart", key)
+    (config.listen_address, config.telemetry_path, config.state_file, config.domain_allowlist,
+     config.web_config_file) = running
+    return config
+
 
 # -- parse: one JSON object per delivery event ---------------------------------------------------
 
-def iter_file_events(path: str, fmt: str, max_line_bytes: int
-                     ) -> Iterator[tuple[int, DeliveryEvent]]:
-    """(line number, event) for every delivery event of a file read from its start.
+EventSink = Callable[[int, DeliveryEvent, Classification], None]
 
-    Raises OSError when the file cannot be read. Lines not understood are logged and skipped."""
+
+def read_file_events(path: str, fmt: str, max_line_bytes: int, classifier: Classifier,
+                     on_event: EventSink) -> None:
+    """Read a file from its start through a one-source ``Pipeline`` (source → parser →
+    classification), handing every delivery event to ``on_event(line number, event, verdict)``.
+
+    Raises OSError, before anything is read, when the file cannot be read. Lines not understood
+    are logged and skipped."""
     if not os.path.isfile(path):
         raise OSError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
     with open(path, "rb"):  # raises PermissionError before anything is printed
@@ -253,38 +295,31 @@ def iter_file_events(path: str, fmt: str, max_line_bytes: int
     source: FileSource | CatchUpSource
     if path.endswith(".gz"):  # a rotated, compressed log: read through gzip
         source = CatchUpSource(path, max_line_bytes=max_line_bytes)
-        source.begin()
-        if source.read_errors:
-            raise OSError(f"{path}: not a readable gzip file")
     else:
         source = FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
-    parser = make_parser(fmt, _reference_time(path))
-    lineno = 0
-    for batch in _chain(source.read_batches(), source):
-        for raw in batch:
-            lineno += 1
-            try:
-                events = parser.parse(raw)
-            except LineNotUnderstood as err:
-                log.warning("%s:%d: line not understood (%s)", path, lineno, err.reason)
-                continue
-            for event in events:
-                yield lineno, event
+    pipeline = Pipeline(classifier, MetricState())
+    feed = pipeline.add(source, make_parser(fmt, _reference_time(path)), on_event=on_event)
+    pipeline.begin_feed(feed)
+    if isinstance(source, CatchUpSource) and source.read_errors:
+        raise OSError(f"{path}: not a readable gzip file")
+    pipeline.pump()
+    pipeline.drain()
     if source.lines_too_long:
         log.warning("%s: %d lines over %d bytes skipped", path, source.lines_too_long,
                     max_line_bytes)
 
 
-def _chain(batches: Iterator[list[bytes]], source: FileSource | CatchUpSource
-           ) -> Iterator[list[bytes]]:
-    yield from batches
-    rest = source.close()
-    if rest:
-        yield rest
+def iter_file_events(path: str, fmt: str, max_line_bytes: int
+                     ) -> Iterator[tuple[int, DeliveryEvent]]:
+    """(line number, event) for every delivery event of a file read from its start (the
+    ``parse`` command's read, see ``read_file_events``)."""
+    found: list[tuple[int, DeliveryEvent]] = []
+    read_file_events(path, fmt, max_line_bytes, Classifier.load(),
+                     lambda number, event, _verdict: found.append((number, event)))
+    yield from found
 
 
-def event_record(path: str, lineno: int, event: DeliveryEvent, classifier: Classifier) -> dict:
-    verdict = classifier.classify(event.status, event.code, event.enhanced, event.text)
+def event_record(path: str, lineno: int, event: DeliveryEvent, verdict: Classification) -> dict:
     return {
         "file": path, "line": lineno,
         "time": datetime.fromtimestamp(event.time).astimezone().isoformat(),
@@ -301,10 +336,13 @@ def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> i
     fmt = config.log_format or config.sources[0].format
     status = 0
     for path in paths:
+        def printed(lineno: int, event: DeliveryEvent, verdict: Classification,
+                    path: str = path) -> None:
+            record = event_record(path, lineno, event, verdict)
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
         try:
-            for lineno, event in iter_file_events(path, fmt, config.max_line_bytes):
-                record = event_record(path, lineno, event, classifier)
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            read_file_events(path, fmt, config.max_line_bytes, classifier, printed)
         except OSError as error:
             reason = f"{path}: {error.strerror}" if error.strerror else str(error)
             err.write(f"bounce-exporter parse: cannot read {reason}\n")

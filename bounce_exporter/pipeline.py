@@ -10,27 +10,49 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.parsers import LineNotUnderstood, Parser
-from bounce_exporter.sources.files import FileSource
+from bounce_exporter.parsers import Capabilities, Failed, LineNotUnderstood, Parser, capabilities
+from bounce_exporter.sources import BlockSource, Resumable, Source
 from bounce_exporter.sources.lines import Batch, Block
-from bounce_exporter.sources.position import Position
 from bounce_exporter.state.counters import MetricState
 
 log = logging.getLogger(__name__)
 
 LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are logged at debug level
 
+LineObserver = Callable[[int, DeliveryEvent, Classification], None]  # (line number, event, verdict)
+
 
 @dataclass
 class Feed:
-    source: FileSource
+    """A source and its parser, joined by what each offers (found once, at ``Pipeline.add``)."""
+
+    source: Source
     parser: Parser
-    counted: Position | None = None  # where the next line not yet counted starts
+    counted: Resumable | None = None  # where the next line not yet counted starts
+    # Numbered (the ``parse`` command): every line through ``parse``, in order, and each event
+    # handed to ``on_event`` with its line number (1 for the source's first line).
+    on_event: LineObserver | None = None
+    lines: int = 0  # lines counted so far
+    caps: Capabilities = field(init=False)
+    # (read_blocks, parse_block) when the source reads blocks and the parser parses them
+    blocks: tuple[Callable[[], Iterator[Block]], Callable[[bytes, Failed], list[DeliveryEvent]]] \
+        | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.caps = capabilities(self.parser)
+        source, parse_block = self.source, self.caps.parse_block
+        self.blocks = None
+        if isinstance(source, BlockSource) and parse_block is not None and self.on_event is None:
+            self.blocks = (source.read_blocks, parse_block)
+
+    def apply(self, max_line_bytes: int) -> None:
+        """A reloaded line limit."""
+        self.source.max_line_bytes = max_line_bytes
 
 
 class Pipeline:
@@ -45,20 +67,29 @@ class Pipeline:
         self.feeds: list[Feed] = []
         self._logged: dict[tuple[str, str], int] = defaultdict(int)
 
-    def add(self, source: FileSource, parser: Parser) -> Feed:
-        feed = Feed(source, parser)
+    def add(self, source: Source, parser: Parser, on_event: LineObserver | None = None) -> Feed:
+        """Follow ``source`` with ``parser``; ``on_event``: a numbered feed (see ``Feed``)."""
+        feed = Feed(source, parser, on_event=on_event)
         with self.state.lock:
             self.feeds.append(feed)
             self.state.source(source.name)
         return feed
 
-    def begin(self, positions: dict[str, Position] | None = None) -> None:
+    def apply(self, classifier: Classifier, max_line_bytes: int) -> None:
+        """A reloaded configuration: its classifier (for what is counted from now on) and line
+        limit."""
+        for feed in self.feeds:
+            feed.apply(max_line_bytes)
+        with self.state.lock:
+            self.classifier = classifier
+
+    def begin(self, positions: dict[str, Resumable] | None = None) -> None:
         """Open every source at its starting point: its saved position, else the tailer's rule."""
         positions = positions or {}
         for feed in self.feeds:
             self.begin_feed(feed, positions.get(feed.source.name))
 
-    def begin_feed(self, feed: Feed, position: Position | None = None) -> None:
+    def begin_feed(self, feed: Feed, position: Resumable | None = None) -> None:
         start = feed.source.begin(position)
         with self.state.lock:
             feed.counted = start
@@ -88,11 +119,11 @@ class Pipeline:
 
     def pump_feed(self, feed: Feed) -> int:
         total = 0
-        read_blocks = getattr(feed.source, "read_blocks", None)
-        if read_blocks is not None and hasattr(feed.parser, "parse_block"):
+        if feed.blocks is not None:
             # whole blocks: the parser finds its lines in them, no per-line work for the rest
+            read_blocks, parse_block = feed.blocks
             for block in read_blocks():
-                self._count_block(feed, block)
+                self._count_block(feed, block, parse_block)
                 total += block.lines
         else:
             for batch in feed.source.read_batches():
@@ -114,11 +145,13 @@ class Pipeline:
         return total
 
     def _count_batch(self, feed: Feed, batch: list[bytes]) -> None:
-        parser = feed.parser
-        parse = parser.parse
+        if feed.on_event is not None:
+            self._count_numbered(feed, batch)
+            return
+        parse = feed.parser.parse
         # A parser may drop, with cheap bytes tests, the lines it would make nothing of (most of
         # a mail log) before they cost a call each.
-        select = getattr(parser, "select", None)
+        select = feed.caps.select
         events: list[DeliveryEvent] = []
         skipped: dict[str, int] = defaultdict(int)
         for raw in batch if select is None else select(batch):
@@ -128,30 +161,54 @@ class Pipeline:
                 self._skip(feed, skipped, raw, error)
         self._count(feed, batch, len(batch), events, skipped)
 
-    def _count_block(self, feed: Feed, block: Block) -> None:
+    def _count_numbered(self, feed: Feed, batch: list[bytes]) -> None:
+        parse = feed.parser.parse
+        events: list[DeliveryEvent] = []
+        numbers: list[int] = []
+        skipped: dict[str, int] = defaultdict(int)
+        for number, raw in enumerate(batch, feed.lines + 1):
+            try:
+                found = parse(raw)
+            except Exception as error:  # noqa: BLE001 - _skip counts and logs it
+                self._skip(feed, skipped, raw, error, number)
+                continue
+            events += found
+            numbers += [number] * len(found)
+        self._count(feed, batch, len(batch), events, skipped, numbers)
+
+    def _count_block(self, feed: Feed, block: Block,
+                     parse_block: Callable[[bytes, Failed], list[DeliveryEvent]]) -> None:
         skipped: dict[str, int] = defaultdict(int)
 
         def failed(raw: bytes, error: Exception) -> None:
             self._skip(feed, skipped, raw, error)
 
-        events = feed.parser.parse_block(block.data, failed)  # type: ignore[attr-defined]
+        events = parse_block(block.data, failed)
         self._count(feed, block, block.lines, events, skipped)
 
-    def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception) -> None:
-        """A line the parser raised on (called inside the ``except``): counted, logged, skipped.
-        A parser bug must not stop the reading either."""
+    def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception,
+              number: int | None = None) -> None:
+        """A line the parser raised on (called inside the ``except``): counted, logged (with its
+        number in a numbered feed, every time), skipped. A parser bug must not stop the reading
+        either."""
         if isinstance(error, LineNotUnderstood):
             skipped[error.reason] += 1
-            self._log_skip(feed.source.name, error.reason, raw)
+            if number is not None:
+                log.warning("%s:%d: line not understood (%s)", feed.source.name, number,
+                            error.reason)
+            else:
+                self._log_skip(feed.source.name, error.reason, raw)
         else:
             skipped["parser_error"] += 1
             log.exception("%s: parser %s failed on %r", feed.source.name,
-                          getattr(feed.parser, "mta", "?"), raw[:300])
+                          feed.parser.mta, raw[:300])
 
     def _count(self, feed: Feed, read: Batch | Block | list[bytes], lines: int,
-               events: list[DeliveryEvent], skipped: dict[str, int]) -> None:
+               events: list[DeliveryEvent], skipped: dict[str, int],
+               numbers: list[int] | None = None) -> None:
         """Classify the events of what was read (``lines`` lines), then count them and the lines
-        under the lock, and take its position (a plain list has none) as the feed's counted one."""
+        under the lock, and take its position (a plain list has none) as the feed's counted one.
+        A numbered feed's events (``numbers``: their line numbers) go to its ``on_event`` too."""
         classify = self.classifier.classify
         found = [(event, classify(event.status, event.code, event.enhanced, event.text))
                  for event in events]
@@ -166,11 +223,15 @@ class Pipeline:
                 if read.too_long:
                     stats.not_understood["too_long"] += read.too_long
                 feed.counted = read.position
+            feed.lines += lines
             record, observers = state.record, self.observers
             for event, classification in found:
                 record(event, classification)
                 for observe in observers:
                     observe(event, classification)
+            if feed.on_event is not None and numbers is not None:
+                for number, (event, classification) in zip(numbers, found):
+                    feed.on_event(number, event, classification)
 
     def _sync_source_stats(self, feed: Feed) -> None:
         source = feed.source
@@ -180,9 +241,9 @@ class Pipeline:
             stats.read_errors = source.read_errors
             stats.truncations = source.truncations
             stats.rotations = source.rotations
-            counters = getattr(feed.parser, "counters", None)
-            if counters is not None:
-                stats.not_attempts = dict(counters())
+            stats.not_attempts = dict(feed.caps.counters())
+            if feed.caps.evictions is not None:
+                stats.pending_evicted = feed.caps.evictions(feed.parser)
 
     def _log_skip(self, source: str, reason: str, raw: bytes) -> None:
         key = (source, reason)

@@ -1,81 +1,85 @@
-"""The exposition of the counters and the deferral tracker: fresh metric families at each scrape.
+"""The exposition of the counters and the deferral tracker: metric families built from a snapshot.
 
-``MetricsCollector.collect()`` builds families from a snapshot taken under the state lock, so state
-that must be able to vanish (a cleared persistent deferral) does (client_python's custom collector).
+Stateless, client_python's custom-collector style: ``snapshot_families(snapshot)`` turns one
+``state.store.Snapshot`` into fresh families, so state that must be able to vanish (a cleared
+persistent deferral) does. A scrape over HTTP takes the snapshot first (the keeper saves it) and
+encodes ``Exposition(snapshot, ...)``; ``MetricsCollector`` takes a fresh snapshot at each
+``collect()`` for readers in the process (a registry, tests).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bounce_exporter import __version__
-from bounce_exporter.state.counters import MetricState, SourceStats
+from bounce_exporter.state.counters import CounterSnapshot, MetricState, SourceStats
 from bounce_exporter.state.deferrals import DeferralTracker
-
-
-class Checkpoint(Protocol):
-    """Told about each scrape: ``take()`` under the state lock, with the counters being exposed,
-    then ``write()`` without the lock, before the response goes out (see persistence)."""
-
-    def take(self) -> None: ...
-
-    def write(self) -> bool: ...
+from bounce_exporter.state.store import DeferralView, Snapshot, Store
 
 
 class MetricsCollector(Collector):
-    """Builds the exposition from ``MetricState`` (and extra family builders) at scrape time."""
+    """The families of a fresh snapshot at each ``collect()``: of a ``Store`` (counters and
+    deferrals) or of a bare ``MetricState`` (counters only)."""
 
-    def __init__(self, state: MetricState,
-                 extra: Iterable[Callable[[], Iterable[Metric]]] = (),
-                 checkpoint: Checkpoint | None = None):
-        self.state = state
-        self.extra = list(extra)
-        self.checkpoint = checkpoint
+    def __init__(self, state: MetricState | Store):
+        self.source = state
 
     def collect(self) -> Iterator[Metric]:
-        state = self.state
-        with state.lock:
-            attempts = dict(state.attempts)
-            deliveries = dict(state.deliveries)
-            expired = dict(state.expired)
-            failures = dict(state.failures)
-            sources = {name: stats.copy() for name, stats in state.sources.items()}
-            labelled = state.domains.labelled
-            overflowed = state.domains.overflowed_events
-            write_errors = state.state_write_errors
-            if self.checkpoint is not None:
-                self.checkpoint.take()
-        if self.checkpoint is not None:
-            self.checkpoint.write()
-        yield _counter("bounce_delivery_attempts", "Delivery attempts logged (sent, deferred or "
-                       "bounced), per recipient domain.", ["domain"], attempts)
-        yield _counter("bounce_deliveries", "Successful deliveries, per recipient domain.",
-                       ["domain"], deliveries)
-        yield _counter("bounce_failures", "Failed delivery attempts per reply: kind soft (deferred) "
-                       "or hard (bounced), basic and enhanced code, and reason category.",
-                       ["domain", "kind", "code", "enhanced", "category"], failures)
-        yield _counter("bounce_expired", "Messages given up after the queue lifetime, per "
-                       "recipient domain.", ["domain"], expired)
-        yield from _source_families(sources)
-        yield _gauge("bounce_exporter_domains", "Distinct recipient domains with their own label "
-                     "value (the cap is limits.max_domains, allow-listed domains besides).",
-                     [], {(): labelled})
-        yield _counter("bounce_exporter_domain_overflow_events",
-                       "Events counted under domain=\"other\" because the domain cap was reached.",
-                       [], {(): overflowed})
-        yield _counter("bounce_exporter_state_write_errors", "Failed writes of the state file "
-                       "(retried at the next save).", [], {(): write_errors})
-        info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter.",
-                                 labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
-        for build in self.extra:
-            yield from build()
+        source = self.source
+        if isinstance(source, Store):
+            yield from snapshot_families(source.snapshot())
+            return
+        with source.lock:
+            counters = source.snapshot()
+        yield from counter_families(counters)
+
+
+class Exposition(Collector):
+    """What one scrape encodes (anything with ``collect()`` will do for client_python's encoders):
+    the families of other collectors (the process's), then those of a snapshot already taken."""
+
+    def __init__(self, snapshot: Snapshot, others: Iterable[Collector] = ()):
+        self.snapshot = snapshot
+        self.others = list(others)
+
+    def collect(self) -> Iterator[Metric]:
+        for other in self.others:
+            yield from other.collect()
+        yield from snapshot_families(self.snapshot)
+
+
+def snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
+    yield from counter_families(snapshot.counters)
+    yield from deferral_view_families(snapshot.deferrals)
+
+
+def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:
+    yield _counter("bounce_delivery_attempts", "Delivery attempts logged (sent, deferred or "
+                   "bounced), per recipient domain.", ["domain"], counters.attempts)
+    yield _counter("bounce_deliveries", "Successful deliveries, per recipient domain.",
+                   ["domain"], counters.deliveries)
+    yield _counter("bounce_failures", "Failed delivery attempts per reply: kind soft (deferred) "
+                   "or hard (bounced), basic and enhanced code, and reason category.",
+                   ["domain", "kind", "code", "enhanced", "category"], counters.failures)
+    yield _counter("bounce_expired", "Messages given up after the queue lifetime, per "
+                   "recipient domain.", ["domain"], counters.expired)
+    yield from _source_families(counters.sources)
+    yield _gauge("bounce_exporter_domains", "Distinct recipient domains with their own label "
+                 "value (the cap is limits.max_domains, allow-listed domains besides).",
+                 [], {(): counters.labelled})
+    yield _counter("bounce_exporter_domain_overflow_events",
+                   "Events counted under domain=\"other\" because the domain cap was reached.",
+                   [], {(): counters.overflowed})
+    yield _counter("bounce_exporter_state_write_errors", "Failed writes of the state file "
+                   "(retried at the next save).", [], {(): counters.state_write_errors})
+    info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter.",
+                             labels=["version"])
+    info.add_metric([__version__], 1)
+    yield info
 
 
 def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
@@ -90,6 +94,8 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
     truncations, rotations = per_source("truncations"), per_source("rotations")
     bad, not_attempts = per_reason("not_understood"), per_reason("not_attempts")
     last = {key: value for key, value in per_source("last_line_time").items() if value}
+    evicted = {key: value for key, value in per_source("pending_evicted").items()
+               if value is not None}  # sources whose parser has no pending_evictions: none
     yield _counter("bounce_exporter_lines_read", "Log lines read, per source.", ["source"], read)
     yield _counter("bounce_exporter_lines_not_understood", "Log lines skipped, per source and "
                    "reason: a line that looked like a delivery but could not be read, or a line "
@@ -98,6 +104,9 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
                    "attempts to reach a server, per source and reason (Exim's retry time not "
                    "reached, OpenSMTPD's session-less temporary failures, Sendmail's queued-only).",
                    ["source", "reason"], not_attempts)
+    yield _counter("bounce_exporter_pending_messages_evicted", "Pending messages (deferred, not "
+                   "yet delivered or expired) forgotten because the parser's memory was full.",
+                   ["source"], evicted)
     yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
                    errors)
     yield _counter("bounce_exporter_truncations", "Times the log source was found truncated "
@@ -113,10 +122,15 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
 
 
 def deferral_families(tracker: DeferralTracker, lock: threading.Lock) -> Iterator[Metric]:
-    """The persistent-deferral flags, built fresh so that a cleared flag disappears."""
+    """The persistent-deferral families of a tracker now (read under ``lock``)."""
     with lock:
-        active = tracker.active()
-        tracking, evicted = tracker.tracking(), tracker.evicted
+        view = DeferralView(tracker.active(), tracker.tracking(), tracker.evicted)
+    yield from deferral_view_families(view)
+
+
+def deferral_view_families(view: DeferralView) -> Iterator[Metric]:
+    """The persistent-deferral flags, built fresh so that a cleared flag disappears."""
+    active = view.active
     labels = ["domain", "code"]
     flag = {(s.domain, s.code): 1 for s in active}
     since = {(s.domain, s.code): s.since for s in active}
@@ -131,9 +145,9 @@ def deferral_families(tracker: DeferralTracker, lock: threading.Lock) -> Iterato
     yield _gauge("bounce_persistent_deferral_attempts", "Deferred attempts in the streak.", labels,
                  attempts)
     yield _gauge("bounce_exporter_deferral_streaks", "(domain, code) streaks being tracked, "
-                 "persistent or not yet.", [], {(): tracking})
+                 "persistent or not yet.", [], {(): view.tracking})
     yield _counter("bounce_exporter_deferral_streaks_evicted", "Streaks dropped because the "
-                   "tracker was full.", [], {(): evicted})
+                   "tracker was full.", [], {(): view.evicted})
 
 
 def _labels(key) -> list[str]:

@@ -1,5 +1,8 @@
 """Exposition over HTTP: /metrics, a landing page at /, /-/healthy, and JSON routes added by the app.
 
+/metrics encodes what ``scrape()`` returns (the app's: it takes a snapshot, saves it, and returns
+the exposition of that snapshot; see persistence.keeper), else the registry as it is.
+
 With a web configuration (``--web.config.file``, see webconfig): TLS and basic auth on every path.
 Each connection's TLS handshake runs in that connection's own thread, with a timeout, so a slow or
 plain-HTTP client cannot hold up the others; plain HTTP sent to the TLS port gets a 400 answer in
@@ -19,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from bounce_exporter import __version__
 from bounce_exporter.exposition.webconfig import BasicAuth, WebConfig, load_web_config, peer_allowed
@@ -38,6 +42,7 @@ LANDING_PAGE = """<!DOCTYPE html>
 """
 
 JsonRoute = Callable[[], object]
+Scrape = Callable[[], Collector]  # what to encode for one request to the telemetry path
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds for a client to send its TLS hello and finish the handshake
 REQUEST_TIMEOUT = 30.0  # seconds for a client to send its request line and headers
@@ -58,6 +63,7 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     registry: CollectorRegistry
+    scrape: Scrape | None = None
     telemetry_path: str
     json_routes: dict[str, JsonRoute]
     web_config: WebConfig = WebConfig()
@@ -137,7 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(self.server.registry)
+        scrape = self.server.scrape
+        body = encoder(scrape() if scrape is not None else self.server.registry)
         headers = {}
         if "gzip" in self.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body)
@@ -161,11 +168,12 @@ class _Handler(BaseHTTPRequestHandler):
 def start_server(address: str, registry: CollectorRegistry, *, telemetry_path: str = "/metrics",
                  json_routes: dict[str, JsonRoute] | None = None,
                  web_config: WebConfig | None = None,
-                 web_config_file: str | None = None) -> _Server:
+                 web_config_file: str | None = None, scrape: Scrape | None = None) -> _Server:
     """Bind and serve in a daemon thread; raises OSError if the address cannot be bound.
 
     ``web_config`` (or ``web_config_file``, read with load_web_config: ConfigError if bad) adds
-    TLS and basic auth; neither means plain HTTP without auth."""
+    TLS and basic auth; neither means plain HTTP without auth. ``scrape``: see the module
+    docstring."""
     if web_config is None and web_config_file:
         web_config = load_web_config(web_config_file)
     host, port = parse_listen_address(address)
@@ -174,6 +182,7 @@ def start_server(address: str, registry: CollectorRegistry, *, telemetry_path: s
         server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
     server = server_class((host, port), _Handler)
     server.registry = registry
+    server.scrape = scrape
     server.telemetry_path = telemetry_path
     server.json_routes = dict(json_routes or {})
     server.web_config = web_config or WebConfig()

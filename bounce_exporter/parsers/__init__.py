@@ -4,13 +4,19 @@ A parser turns one raw log line (bytes, without its newline) into the delivery e
 an empty sequence for a line that records no delivery (most lines), or ``LineNotUnderstood`` for a
 line that looks like a delivery line but cannot be read. Parsers know nothing of metrics.
 
+Every parser satisfies ``Parser`` (``mta``, ``parse``). Counted by the pipeline where a parser has
+them: ``counters()`` (lines read that are no delivery attempt, by reason: ``CountingParser``) and
+``pending_evictions`` (pending messages forgotten because the parser's memory of them was full:
+``EvictingParser``). ``ParserBase`` gives both their defaults ({} and 0) to parsers that inherit it;
+for the others ``capabilities()`` finds, once per source, which members a parser has.
+
 Optional, for speed (most lines of a mail log record nothing): a parser may also have
 
 - ``select(lines) -> list[bytes]``: the lines of a batch that ``parse`` can make something of, in
-  order (cheap byte tests); the pipeline calls ``parse`` on those only;
+  order (cheap byte tests); the pipeline calls ``parse`` on those only (``SelectingParser``);
 - ``parse_block(block, failed) -> list[DeliveryEvent]``: the events of a block of complete lines
   (bytes, each line ending with a newline, a CR before it being part of the ending), in line order,
-  exactly what ``parse`` gives line by line; a line that raises is handed to
+  exactly what ``parse`` gives line by line (``BlockParser``); a line that raises is handed to
   ``failed(line, error)``, from inside the ``except`` clause, and skipped. The pipeline uses it for
   sources that read blocks (``FileSource.read_blocks``); line numbers (the ``parse`` command) and
   other sources still go through ``parse``, which every parser must have.
@@ -18,8 +24,9 @@ Optional, for speed (most lines of a mail log record nothing): a parser may also
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from bounce_exporter.event import DeliveryEvent
 
@@ -33,9 +40,74 @@ class LineNotUnderstood(Exception):
 
 
 class Parser(Protocol):
-    mta: str
+    """What every parser offers (see the module docstring)."""
+
+    @property
+    def mta(self) -> str: ...
 
     def parse(self, raw: bytes) -> Sequence[DeliveryEvent]: ...
+
+
+@runtime_checkable
+class CountingParser(Parser, Protocol):
+    def counters(self) -> Mapping[str, int]: ...
+
+
+@runtime_checkable
+class EvictingParser(Parser, Protocol):
+    @property
+    def pending_evictions(self) -> int: ...
+
+
+@runtime_checkable
+class SelectingParser(Parser, Protocol):
+    def select(self, lines: list[bytes]) -> list[bytes]: ...
+
+
+Failed = Callable[[bytes, Exception], None]
+
+
+@runtime_checkable
+class BlockParser(Parser, Protocol):
+    def parse_block(self, block: bytes, failed: Failed) -> list[DeliveryEvent]: ...
+
+
+class ParserBase:
+    """The defaults of ``Parser``'s counting members, for parsers that inherit them."""
+
+    def counters(self) -> Mapping[str, int]:
+        return {}
+
+    @property
+    def pending_evictions(self) -> int:
+        return 0
+
+
+def _no_counters() -> Mapping[str, int]:
+    return {}
+
+
+def _evictions(parser: EvictingParser) -> int:
+    return parser.pending_evictions
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """A parser's optional members, found once (when its source is added), not at each line."""
+
+    counters: Callable[[], Mapping[str, int]]
+    evictions: Callable[[Parser], int] | None  # called with the parser: its pending_evictions
+    select: Callable[[list[bytes]], list[bytes]] | None
+    parse_block: Callable[[bytes, Failed], list[DeliveryEvent]] | None
+
+
+def capabilities(parser: Parser) -> Capabilities:
+    return Capabilities(
+        counters=parser.counters if isinstance(parser, CountingParser) else _no_counters,
+        evictions=_evictions if isinstance(parser, EvictingParser) else None,
+        select=parser.select if isinstance(parser, SelectingParser) else None,
+        parse_block=parser.parse_block if isinstance(parser, BlockParser) else None,
+    )
 
 
 def _postfix(reference: float | None) -> Parser:

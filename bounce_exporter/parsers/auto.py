@@ -9,15 +9,25 @@ Recognised, line by line (the first line that matches decides, for good, for thi
   ``sm-mta``, ``sm-msp-queue`` (``sm-*``) → sendmail; ``smtpd`` (no slash) with an OpenSMTPD
   message (``<16 hex> smtp|mta|mda ...``, ``relay: ...``, ``info: OpenSMTPD ...``) → opensmtpd.
 Lines before the decision give no events. The line that decides is parsed by the chosen parser.
+
+``AutoParser`` is a ``Parser`` with every optional member (``select``, ``parse_block``), each
+forwarded to the chosen parser's when it has one (its ``capabilities``), else done line by line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.parsers import Parser, make_parser
+from bounce_exporter.parsers import (
+    Capabilities,
+    Failed,
+    Parser,
+    ParserBase,
+    capabilities,
+    make_parser,
+)
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 POSTFIX_DAEMONS = frozenset({
@@ -71,28 +81,46 @@ def sniff(raw: bytes) -> str | None:
     return None
 
 
-class AutoParser:
+class AutoParser(ParserBase):
     """Delegates to the parser of the first recognised format; ``()`` until then."""
 
     def __init__(self, reference: float | None = None):
         self._reference = reference
         self.format: str | None = None
         self.delegate: Parser | None = None
+        self._caps: Capabilities | None = None  # the delegate's
 
     @property
     def mta(self) -> str:
         return self.delegate.mta if self.delegate is not None else "auto"
 
-    def counters(self) -> dict[str, int]:
-        counters = getattr(self.delegate, "counters", None)
-        return counters() if counters is not None else {}
+    def counters(self) -> Mapping[str, int]:
+        return self._caps.counters() if self._caps is not None else {}
 
-    def __getattr__(self, name: str) -> object:
-        """The chosen parser's attributes (``retry_not_reached``, ...) once there is one."""
-        delegate = self.__dict__.get("delegate")
-        if delegate is None:
+    @property
+    def pending_evictions(self) -> int:
+        if self.delegate is None or self._caps is None or self._caps.evictions is None:
+            return 0
+        return self._caps.evictions(self.delegate)
+
+    # the chosen parser's not-attempt counters, by name, for people and tests reading them
+    @property
+    def retry_not_reached(self) -> int:
+        return self._counter("retry_not_reached")
+
+    @property
+    def queued_only(self) -> int:
+        return self._counter("queued_only")
+
+    @property
+    def tempfail_without_session(self) -> int:
+        return self._counter("tempfail_without_session")
+
+    def _counter(self, name: str) -> int:
+        counts = self.counters()
+        if name not in counts:
             raise AttributeError(name)
-        return getattr(delegate, name)
+        return counts[name]
 
     def parse(self, raw: bytes) -> Sequence[DeliveryEvent]:
         delegate = self.delegate
@@ -102,4 +130,37 @@ class AutoParser:
                 return ()
             self.format = found
             delegate = self.delegate = make_parser(found, self._reference)
+            self._caps = capabilities(delegate)
         return delegate.parse(raw)
+
+    def select(self, lines: list[bytes]) -> list[bytes]:
+        """All lines until a format is chosen (each may decide), then the chosen parser's."""
+        caps = self._caps
+        if caps is None or caps.select is None:
+            return lines
+        return caps.select(lines)
+
+    def parse_block(self, block: bytes, failed: Failed) -> list[DeliveryEvent]:
+        """The chosen parser's ``parse_block`` once there is one that has it; else (and for the
+        lines until the choice) line by line."""
+        caps = self._caps
+        if caps is not None and caps.parse_block is not None:
+            return caps.parse_block(block, failed)
+        events: list[DeliveryEvent] = []
+        start = 0
+        while start < len(block):
+            end = block.index(b"\n", start) + 1
+            raw = block[start:end - 1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                events += self.parse(raw)
+            except Exception as error:  # noqa: BLE001 - handed to failed, as parse_block's contract
+                failed(raw, error)
+            start = end
+            caps = self._caps
+            if caps is not None and caps.parse_block is not None:
+                if start < len(block):
+                    events += caps.parse_block(block[start:], failed)
+                break
+        return events

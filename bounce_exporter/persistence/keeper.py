@@ -1,10 +1,11 @@
 """What survives a restart, and when it is saved: the deferral tracker's state and each source's read
 position, ``{"version": 1, "deferrals": {...}, "positions": {source: position}}``.
 
-The rule: **what is saved is what was last exposed.** At each scrape, under the state lock, the
-collector takes a snapshot of the tracker and of every source's *counted* position (where the next
-line not yet counted starts), consistent with the counters it is about to expose; the snapshot is
-written (atomically: ``statefile``) before the response goes out. A restart resumes from there,
+The rule: **what is saved is what was last exposed.** At each scrape one snapshot is taken under
+the state lock (``state.store``): the counters to expose, the tracker and every source's *counted*
+position (where the next line not yet counted starts). The keeper records its saved part and
+writes it (atomically: ``statefile``); then the exposition is built from that same snapshot and the
+response goes out. A restart resumes from there,
 with counters from zero. So every line is in the counters of exactly one lifetime's last served
 scrape: lines counted after the last scrape (never exposed, whether the end is SIGTERM or
 ``kill -9``) are read again by the next lifetime, and no exposed line is read twice. The only
@@ -17,6 +18,8 @@ counted again).
 - A failed write (full disk, read-only directory) is counted in
   ``bounce_exporter_state_write_errors_total``, logged (once until it works again) and retried
   every ``interval`` seconds and at each scrape; serving goes on.
+- Snapshots are numbered in the order taken: of two concurrent scrapes the newer is kept, whichever
+  records first.
 - ``save()`` snapshots *now* (counters possibly not yet exposed) and writes it: for tools and tests.
 - A missing, unreadable or corrupt file at start is logged by ``statefile`` and the exporter starts
   empty; unusable positions are skipped with a warning.
@@ -32,27 +35,24 @@ from collections.abc import Callable
 from bounce_exporter.persistence.statefile import read_state, write_state
 from bounce_exporter.sources.journal import JournalCursor
 from bounce_exporter.sources.position import Position
-from bounce_exporter.state.counters import MetricState
-from bounce_exporter.state.deferrals import DeferralTracker
+from bounce_exporter.state.store import STATE_VERSION, Saved, Store
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+__all__ = ["SAVE_INTERVAL", "STATE_VERSION", "StateKeeper"]
+
 SAVE_INTERVAL = 5.0
 
 
 class StateKeeper:
-    def __init__(self, path: str, tracker: DeferralTracker, state: MetricState, *,
-                 positions: Callable[[], dict] | None = None,
-                 interval: float = SAVE_INTERVAL, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, path: str, store: Store, *, interval: float = SAVE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
         self.path = path
-        self.tracker = tracker
-        self.state = state
-        self.positions = positions or dict
+        self.store = store
         self.interval = interval
         self.clock = clock
         self._last_attempt = clock()
-        self._lock: threading.Lock = state.lock
+        self._lock = threading.Lock()  # guards the newest snapshot and its number
         self._write_lock = threading.Lock()  # one writer at a time; the newest snapshot wins
         self._snapshot: dict | None = None
         self._taken = 0  # sequence number of the newest snapshot
@@ -65,9 +65,8 @@ class StateKeeper:
         data = read_state(self.path)
         deferrals = data.get("deferrals")
         if isinstance(deferrals, dict):
-            with self._lock:
-                self.tracker.load_state(deferrals)
-            log.info("state restored from %s: %d streaks", self.path, self.tracker.tracking())
+            streaks = self.store.load(deferrals)
+            log.info("state restored from %s: %d streaks", self.path, streaks)
         saved = data.get("positions")
         positions: dict[str, Position | JournalCursor] = {}
         if isinstance(saved, dict):
@@ -84,10 +83,14 @@ class StateKeeper:
     # -- snapshots -----------------------------------------------------------------------------
 
     def take(self) -> None:
-        """Snapshot the tracker and the counted positions (caller holds the state lock)."""
-        self._taken += 1
-        self._snapshot = {"version": STATE_VERSION, "deferrals": self.tracker.to_state(),
-                          "positions": self.positions()}
+        """Snapshot the tracker and the counted positions now (caller holds the state lock)."""
+        self.record(self.store.saved())
+
+    def record(self, saved: Saved) -> None:
+        """Keep a snapshot's saved part for the next write, unless a newer one is kept already."""
+        with self._lock:
+            if saved.seq > self._taken:
+                self._snapshot, self._taken = saved.data, saved.seq
 
     def write(self) -> bool:
         """Write the newest snapshot unless it is on disk already; False if the write failed."""
@@ -100,8 +103,8 @@ class StateKeeper:
             try:
                 write_state(self.path, snapshot)
             except OSError as err:
-                with self._lock:
-                    self.state.state_write_errors += 1
+                with self.store.lock:
+                    self.store.state.state_write_errors += 1
                 level = logging.DEBUG if self._failing else logging.ERROR
                 log.log(level, "cannot save state to %s: %s (will retry)", self.path, err)
                 self._failing = True
@@ -124,6 +127,6 @@ class StateKeeper:
 
     def save(self) -> bool:
         """Snapshot now and write it."""
-        with self._lock:
+        with self.store.lock:
             self.take()
         return self.write()

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
@@ -55,6 +56,7 @@ class SourceStats:
         "lines_read",
         "not_attempts",
         "not_understood",
+        "pending_evicted",
         "read_errors",
         "rotations",
         "truncations",
@@ -65,6 +67,7 @@ class SourceStats:
         self.lines_read = 0
         self.not_understood: dict[str, int] = defaultdict(int)
         self.not_attempts: dict[str, int] = {}  # the parser's counters(): lines that are no attempt
+        self.pending_evicted: int | None = None  # the parser's pending_evictions, if it has them
         self.last_line_time = 0.0
         self.up = 0
         self.read_errors = 0
@@ -77,6 +80,20 @@ class SourceStats:
             value = getattr(self, name)
             setattr(twin, name, dict(value) if isinstance(value, dict) else value)
         return twin
+
+
+@dataclass(frozen=True)
+class CounterSnapshot:
+    """A copy of every counter of ``MetricState``, taken under its lock."""
+
+    attempts: dict[str, int]
+    deliveries: dict[str, int]
+    expired: dict[str, int]
+    failures: dict[tuple[str, str, str, str, str], int]
+    sources: dict[str, SourceStats]
+    labelled: int
+    overflowed: int
+    state_write_errors: int
 
 
 class MetricState:
@@ -111,6 +128,17 @@ class MetricState:
         key = (domain, classification.kind or NO_VALUE, event.code or NO_VALUE,
                event.enhanced or NO_VALUE, classification.category)
         self.failures[key] += 1
+
+    def snapshot(self) -> CounterSnapshot:
+        """A copy of the counters (caller holds ``lock``)."""
+        return CounterSnapshot(
+            dict(self.attempts), dict(self.deliveries), dict(self.expired), dict(self.failures),
+            {name: stats.copy() for name, stats in self.sources.items()},
+            self.domains.labelled, self.domains.overflowed_events, self.state_write_errors)
+
+    def apply(self, max_domains: int) -> None:
+        """A reloaded domain cap (caller holds ``lock``); domains labelled keep their label."""
+        self.domains.max_domains = max_domains
 
     def source(self, name: str) -> SourceStats:
         stats = self.sources.get(name)

@@ -1,0 +1,97 @@
+"""The one owner of the state lock: the counters, the deferral tracker and the counted positions,
+handed out together as a ``Snapshot`` taken under that lock.
+
+A scrape takes one snapshot; the keeper records and writes its ``saved`` part (the state file's
+content), then the exposition is built from the same snapshot: what is saved is what is exposed
+(see ``persistence.keeper``). Snapshots are numbered in the order they were taken, so that of two
+concurrent scrapes the keeper keeps the newer one whichever records first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bounce_exporter.classify.classifier import Classification
+from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.state.counters import CounterSnapshot, MetricState
+from bounce_exporter.state.deferrals import DeferralRule, DeferralTracker, Streak
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What the state file holds, as of snapshot number ``seq``."""
+
+    seq: int
+    data: dict  # {"version": 1, "deferrals": {...}, "positions": {source: position}}
+
+
+@dataclass(frozen=True)
+class DeferralView:
+    active: list[Streak]  # copies
+    tracking: int
+    evicted: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    counters: CounterSnapshot
+    deferrals: DeferralView
+    saved: Saved
+
+
+class Store:
+    """Owns ``lock`` (the counters' own ``MetricState.lock``): the pipeline counts under it and
+    ``observe`` feeds the tracker under it; everything read for a scrape is read here."""
+
+    def __init__(self, state: MetricState, tracker: DeferralTracker,
+                 positions: Callable[[], dict] = dict):
+        self.state = state
+        self.tracker = tracker
+        self.positions = positions  # each source's counted position (called under the lock)
+        self.lock: threading.Lock = state.lock
+        self._seq = 0
+
+    def observe(self, event: DeliveryEvent, classification: Classification) -> None:
+        """The pipeline's observer (called under the lock): the current tracker's."""
+        self.tracker.observe(event, classification)
+
+    def saved(self) -> Saved:
+        """The state file's content now (caller holds the lock)."""
+        self._seq += 1
+        return Saved(self._seq, {"version": STATE_VERSION, "deferrals": self.tracker.to_state(),
+                                 "positions": self.positions()})
+
+    def snapshot(self) -> Snapshot:
+        """Counters, tracker and counted positions, consistent with each other."""
+        with self.lock:
+            tracker = self.tracker
+            return Snapshot(self.state.snapshot(),
+                            DeferralView(tracker.active(), tracker.tracking(), tracker.evicted),
+                            self.saved())
+
+    def deferrals_view(self) -> list[dict]:
+        with self.lock:
+            return self.tracker.api_view()
+
+    def advance(self, now: float) -> None:
+        with self.lock:
+            self.tracker.advance(now)
+
+    def load(self, deferrals: dict) -> int:
+        """Restore the tracker from the state file's ``deferrals``; the streaks tracked."""
+        with self.lock:
+            self.tracker.load_state(deferrals)
+            return self.tracker.tracking()
+
+    def apply(self, max_domains: int, deferral_rules: list[DeferralRule]) -> None:
+        """A reloaded domain cap and deferral rules (a new tracker that keeps the streaks)."""
+        with self.lock:
+            self.state.apply(max_domains)
+            if list(deferral_rules) != self.tracker.rules:
+                tracker = DeferralTracker(deferral_rules)
+                tracker.load_state(self.tracker.to_state())
+                self.tracker = tracker
