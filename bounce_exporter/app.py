@@ -12,15 +12,11 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
-
 from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.config import Config, SourceConfig, expand_sources
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.exposition.collector import Exposition, snapshot_families
+from bounce_exporter.exposition.collector import Exposition, Registry, exporter_registry
 from bounce_exporter.exposition.http import start_server
 from bounce_exporter.parsers import make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
@@ -49,16 +45,6 @@ def _reference_time(path: str) -> float | None:
         return None
 
 
-class _Scraped(Collector):
-    """The exporter's families in a registry: each collect() is a scrape (saved, then exposed)."""
-
-    def __init__(self, exporter: Exporter):
-        self.exporter = exporter
-
-    def collect(self) -> Iterator[Metric]:
-        return snapshot_families(self.exporter.take_scrape())
-
-
 class Exporter:
     """The running exporter: pipeline, metric state, HTTP server and read loop.
 
@@ -66,7 +52,7 @@ class Exporter:
     position as of the last scrape served; ``start()`` resumes from them, counters from zero.
     """
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None, *,
+    def __init__(self, config: Config, registry: Registry | None = None, *,
                  loader: Callable[[], Config] | None = None):
         self.config = config
         self.loader = loader  # re-reads the configuration at SIGHUP
@@ -79,14 +65,10 @@ class Exporter:
         for source in expand_sources(config.sources, config.from_start):
             self._add_source(source)
         # /metrics is served by scrape(), or, with a registry given (its own collectors besides),
-        # by the registry: a collect() of it is a scrape too (_Scraped)
-        self._others: list[Collector] = []  # served on /metrics before the snapshot's families
+        # by the registry: a collect() of it is a scrape too
         self._serve_registry = registry is not None
-        if registry is None:
-            registry = CollectorRegistry()
-            self._others.append(ProcessCollector(registry=registry))
-        self.registry = registry
-        self.registry.register(_Scraped(self))
+        # _others: served on /metrics before the snapshot's families (the process's metrics)
+        self.registry, self._others = exporter_registry(self.take_scrape, registry)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.server = None

@@ -10,8 +10,9 @@ encodes ``Exposition(snapshot, ...)``; ``MetricsCollector`` takes a fresh snapsh
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,6 +51,33 @@ class Exposition(Collector):
         for other in self.others:
             yield from other.collect()
         yield from snapshot_families(self.snapshot)
+
+
+Registry = CollectorRegistry  # what the app may hand over: client_python's registry
+
+
+class ScrapeCollector(Collector):
+    """The exporter's families in a registry: each ``collect()`` is a scrape (``take`` takes a
+    snapshot, saved by the keeper, then exposed)."""
+
+    def __init__(self, take: Callable[[], Snapshot]):
+        self.take = take
+
+    def collect(self) -> Iterator[Metric]:
+        return snapshot_families(self.take())
+
+
+def exporter_registry(take: Callable[[], Snapshot], registry: CollectorRegistry | None = None,
+                      ) -> tuple[CollectorRegistry, list[Collector]]:
+    """The registry /metrics is read from (a given one, with its own collectors, or a new one
+    with the process's metrics), the exporter's scrape registered in it; and the collectors to
+    serve before a snapshot's families when the server encodes the snapshot itself."""
+    others: list[Collector] = []
+    if registry is None:
+        registry = CollectorRegistry()
+        others.append(ProcessCollector(registry=registry))
+    registry.register(ScrapeCollector(take))
+    return registry, others
 
 
 def snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
