@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger
+from bounce_exporter.parsers.ledger import Ledger, LedgerParser
 from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -97,7 +97,7 @@ def is_expiry(text: str) -> bool:
         text.startswith("all hosts") and "have been failing for a long time" in text)
 
 
-class EximParser:
+class EximParser(LedgerParser):
     mta = MTA
 
     def __init__(self, reference: float | None = None, *,
@@ -108,22 +108,6 @@ class EximParser:
         # message id -> {recipient: last deferral event}, oldest message first
         self._pending = Ledger(max_pending, name=MTA)
         self.retry_not_reached = 0  # "==" lines of recipients Exim skipped: no server contacted
-
-    def state(self) -> dict:
-        """Parser state (JSON-ready), saved beside the read position it belongs to."""
-        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state()}
-
-    def restore(self, state: dict) -> None:
-        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
-        if state.get("mta") != MTA:
-            return
-        self._stamps.load_state(state.get("stamps"))
-        self._pending.load_state(state.get("ledger"))
-
-    @property
-    def pending_evictions(self) -> int:
-        """Messages with a pending deferral forgotten because the memory was full."""
-        return self._pending.evicted
 
     def counters(self) -> dict[str, int]:
         """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from bounce_exporter.event import STATUSES, DeliveryEvent
 from bounce_exporter.parsers.pending import PendingMessages
+from bounce_exporter.parsers.syslog import StampReader
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,40 @@ class Ledger:
             log.warning("ledger %s: %d saved messages skipped (not readable)",
                         self._messages.name, skipped)
         return skipped
+
+
+class LedgerParser:
+    """What the parsers with a ledger and syslog-style stamps share: their state
+    (``state``/``restore``: stamps, ledger, and what ``_more_state`` adds) and the ledger's
+    evictions. Subclasses set ``mta``, ``_stamps`` and ``_pending``."""
+
+    mta: str
+    _stamps: StampReader
+    _pending: Ledger
+
+    def state(self) -> dict:
+        """Parser state (JSON-ready), to be saved beside the read position it belongs to."""
+        return {"mta": self.mta, "stamps": self._stamps.to_state(),
+                "ledger": self._pending.to_state(), **self._more_state()}
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
+        if state.get("mta") != self.mta:
+            return
+        self._stamps.load_state(state.get("stamps"))
+        self._pending.load_state(state.get("ledger"))
+        self._restore_more(state)
+
+    def _more_state(self) -> dict:
+        return {}
+
+    def _restore_more(self, state: dict) -> None:
+        pass
+
+    @property
+    def pending_evictions(self) -> int:
+        """Messages with a pending deferral forgotten because the ledger was full."""
+        return self._pending.evicted
 
 
 def event_to_state(event: DeliveryEvent) -> list:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger, event_from_state, event_to_state
+from bounce_exporter.parsers.ledger import Ledger, LedgerParser, event_from_state, event_to_state
 from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -81,7 +81,7 @@ class _Session:
         self.delivered = False
 
 
-class OpenSMTPDParser:
+class OpenSMTPDParser(LedgerParser):
     mta = MTA
 
     def __init__(self, reference: float | None = None, *,
@@ -94,18 +94,11 @@ class OpenSMTPDParser:
         self._pending = Ledger(max_pending, name=MTA, refresh=True)
         self.tempfail_without_session = 0
 
-    def state(self) -> dict:
-        """Parser state (JSON-ready), saved beside the read position it belongs to."""
-        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state(),
-                "sessions": [[sid, s.connected, s.delivered] for sid, s in self._sessions.items()],
+    def _more_state(self) -> dict:
+        return {"sessions": [[sid, s.connected, s.delivered] for sid, s in self._sessions.items()],
                 "held": [self._held[0], event_to_state(self._held[1])] if self._held else None}
 
-    def restore(self, state: dict) -> None:
-        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
-        if state.get("mta") != MTA:
-            return
-        self._stamps.load_state(state.get("stamps"))
-        self._pending.load_state(state.get("ledger"))
+    def _restore_more(self, state: dict) -> None:
         self._sessions = OrderedDict()
         for entry in state.get("sessions") or ():
             if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
@@ -115,11 +108,6 @@ class OpenSMTPDParser:
         held = state.get("held")
         event = event_from_state(held[1]) if isinstance(held, list) and len(held) == 2 else None
         self._held = (held[0], event) if event is not None and isinstance(held[0], str) else None
-
-    @property
-    def pending_evictions(self) -> int:
-        """Envelopes with a pending deferral forgotten because the memory was full."""
-        return self._pending.evicted
 
     def counters(self) -> dict[str, int]:
         """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""

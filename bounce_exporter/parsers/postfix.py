@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger
+from bounce_exporter.parsers.ledger import Ledger, LedgerParser
 from bounce_exporter.parsers.reply import DSN_FIELD, REPLY, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 
@@ -62,7 +62,7 @@ _EXPIRED = re.compile(r"(?P<qid>[^\s:]+): from=<[^>]*>, status=(?P<how>(?:force-
                       r"returned to sender\s*$")
 
 
-class PostfixParser:
+class PostfixParser(LedgerParser):
     mta = MTA
 
     def __init__(self, reference: float | None = None, *,
@@ -71,22 +71,6 @@ class PostfixParser:
         # queue id -> {"syslog-name recipient": waiting}, oldest message first. Keyed by queue
         # id alone so that a ": removed" line is checked without reading its header.
         self._pending = Ledger(max_pending, name=MTA)
-
-    def state(self) -> dict:
-        """Parser state (JSON-ready), saved beside the read position it belongs to."""
-        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state()}
-
-    def restore(self, state: dict) -> None:
-        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
-        if state.get("mta") != MTA:
-            return
-        self._stamps.load_state(state.get("stamps"))
-        self._pending.load_state(state.get("ledger"))
-
-    @property
-    def pending_evictions(self) -> int:
-        """Messages with a pending deferral forgotten because the memory was full."""
-        return self._pending.evicted
 
     def select(self, lines: list[bytes]) -> list[bytes]:
         """The lines ``parse`` can make something of, in order: those with ``status=`` (deliveries,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger
+from bounce_exporter.parsers.ledger import Ledger, LedgerParser
 from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -53,7 +53,7 @@ def recipients_of(to: str) -> list[str]:
     return [address.strip() for address in to.split(",") if address.strip()]
 
 
-class SendmailParser:
+class SendmailParser(LedgerParser):
     mta = MTA
 
     def __init__(self, reference: float | None = None, *,
@@ -64,24 +64,13 @@ class SendmailParser:
         self._expired: OrderedDict[str, None] = OrderedDict()  # queue ids whose notice was read
         self.queued_only = 0  # stat=queued: accepted into the queue, no attempt
 
-    def state(self) -> dict:
-        """Parser state (JSON-ready), saved beside the read position it belongs to."""
-        return {"mta": MTA, "stamps": self._stamps.to_state(), "ledger": self._pending.to_state(), "expired": list(self._expired)}
+    def _more_state(self) -> dict:
+        return {"expired": list(self._expired)}
 
-    def restore(self, state: dict) -> None:
-        """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
-        if state.get("mta") != MTA:
-            return
-        self._stamps.load_state(state.get("stamps"))
-        self._pending.load_state(state.get("ledger"))
+    def _restore_more(self, state: dict) -> None:
         expired = state.get("expired")
         if isinstance(expired, list):
             self._expired = OrderedDict((q, None) for q in expired if isinstance(q, str))
-
-    @property
-    def pending_evictions(self) -> int:
-        """Messages with a pending deferral forgotten because the memory was full."""
-        return self._pending.evicted
 
     def counters(self) -> dict[str, int]:
         """Lines that were read but are not delivery attempts, by reason (for self-metrics)."""
