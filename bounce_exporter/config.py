@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,6 +323,21 @@ def _check(config: Config, problems: list[str]) -> None:
         config.deferral_rules = parse_rules(config.persistent_deferrals)
     except ConfigError as err:
         problems.extend(err.problems)
+    _check_state_file(config.state_file, problems)
+
+
+def _check_state_file(path: str, problems: list[str]) -> None:
+    """The state file, if there is one already, must be a regular file: opening a FIFO would
+    block the start for good."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing (made at the first save) or unreadable (logged when read)
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "not a regular file"
+        problems.append(f"state_file / --state.file {path}: {what}; give the path of a JSON file "
+                        "(made at the first save)")
 
 
 def _bool(value: Any, where: str, problems: list[str]) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def read_state(path: str | os.PathLike[str]) -> dict:
     """The JSON object stored at `path`; {} when the file is missing, unreadable or corrupt (the
     last two logged as a warning). Never raises for what is in the file."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open for good
+            log.warning("ignoring state file %s: not a regular file", path)
+            return {}
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
     except FileNotFoundError:
