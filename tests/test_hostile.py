@@ -31,7 +31,7 @@ def test_a_fifo_as_the_state_file_is_refused_at_start_with_exit_2(tmp_path):
     os.mkfifo(fifo)
     result = subprocess.run(
         [sys.executable, "-m", "bounce_exporter", "serve", "--log.file", str(tmp_path / "m.log"),
-         "--state.file", str(fifo)], cwd=REPO, capture_output=True, text=True, timeout=30)
+         "--state.file", str(fifo)], cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert (f"state_file / --state.file {fifo}: a FIFO; give the path of a JSON file (made at the "
             "first save)") in result.stderr
@@ -40,7 +40,7 @@ def test_a_fifo_as_the_state_file_is_refused_at_start_with_exit_2(tmp_path):
 def test_a_directory_as_the_state_file_is_refused_too(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bounce_exporter", "serve", "--log.file", str(tmp_path / "m.log"),
-         "--state.file", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=30)
+         "--state.file", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert f"--state.file {tmp_path}: a directory;" in result.stderr
 
