@@ -135,8 +135,7 @@ class Exporter:
         positions = self._saved_positions()
         self.pipeline.begin(positions)
         with self.state.lock:
-            self.keeper.take()  # the starting point: written at once (a kill before any scrape
-        self.keeper.write()  # then resumes here, not at the end again); retried if it fails
+            self.keeper.take()  # the starting point, written at the first scrape or save
         self.server = start_server(self.config.listen_address, self.registry,
                                    telemetry_path=self.config.telemetry_path,
                                    json_routes={"/api/v1/deferrals": self.deferrals_view},

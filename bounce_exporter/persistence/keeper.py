@@ -14,8 +14,7 @@ scrape then lost), or a failed write followed by a kill (lines since the last wr
 counted again).
 
 - At start a snapshot of the starting point (saved positions, or where the tailer began) is taken;
-  it is written at once (a first start killed before any scrape resumes where it began, not at
-  the end again); a failed write is retried like any other.
+  it is written at the first scrape, or after ``interval`` seconds, or at shutdown.
 - A failed write (full disk, read-only directory) is counted in
   ``bounce_exporter_state_write_errors_total``, logged (once until it works again) and retried
   every ``interval`` seconds and at each scrape; serving goes on.
