@@ -149,20 +149,22 @@ def default_catalog_path() -> Path:
 def __getattr__(name: str) -> Any:
     """``KINDS``: what explain can judge a reply to be (the packaged catalog's judging.kinds)."""
     if name == "KINDS":
-        judging = _packaged_catalog().judging
+        judging = packaged_catalog().judging
         return judging.kinds if judging is not None else ()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
-def _packaged_catalog() -> Catalog:
+def packaged_catalog() -> Catalog:
+    """The packaged catalog, read and checked once per process (it is frozen): the default
+    deferral rules, KINDS and the default classifier all use this one."""
     return load_catalog()
 
 
 def default_deferral_rules_raw() -> list[dict]:
     """The packaged catalog's ``default_persistent_deferrals``: rule mappings in the shape of the
     config file's ``persistent_deferrals:`` (a fresh copy each call)."""
-    return copy.deepcopy(list(_packaged_catalog().default_persistent_deferrals))
+    return copy.deepcopy(list(packaged_catalog().default_persistent_deferrals))
 
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:

@@ -38,6 +38,7 @@ from bounce_exporter.classify.catalog import (
     CodeInfo,
     TextRule,
     load_catalog,
+    packaged_catalog,
     parse_text_rules,
 )
 from bounce_exporter.errors import ConfigError
@@ -110,7 +111,7 @@ class Classifier:
              extra_text_rules: list[dict] | None = None) -> Classifier:
         """The catalog at ``path`` (None: the packaged one), with the config file's extra rules
         checked before the catalog's. Raises ConfigError listing every problem."""
-        catalog = load_catalog(path)
+        catalog = packaged_catalog() if path is None else load_catalog(path)
         problems: list[str] = []
         extra = parse_text_rules(extra_text_rules, EXTRA_RULES_WHERE, catalog.categories,
                                  problems)
