@@ -173,3 +173,17 @@ def test_parse_reads_gz_files_and_refuses_a_gz_that_is_not_one(logs, tmp_path):
     fake.write_text("not compressed\n")
     assert parse_files([str(fake)], config, io.StringIO(), err) == 1
     assert "plain.gz" in err.getvalue()
+
+
+def test_a_reloaded_line_limit_applies_to_a_catch_up_file_at_once(tmp_path):
+    """The limit is the line splitter's own (one value, not a copy beside it): a reload that
+    sets ``max_line_bytes`` changes what is cut from the next line on."""
+    rotated = tmp_path / "mail.log.1"
+    rotated.write_bytes(b"x" * 50 + b"\n" + b"y" * 50 + b"\n")
+    source = CatchUpSource(str(rotated), max_line_bytes=10, chunk_size=51)
+    source.begin()
+    batches = source.read_batches()
+    assert list(next(batches)) == [b""]  # 50 bytes over the limit of 10: cut
+    source.max_line_bytes = 100
+    assert [line for batch in batches for line in batch] == [b"y" * 50]
+    assert source.lines_too_long == 1

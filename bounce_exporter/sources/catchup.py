@@ -14,14 +14,14 @@ import logging
 import zlib
 from collections.abc import Iterator
 
-from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter
+from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter, SplitsLines
 from bounce_exporter.sources.opening import NotRegular, Reader, open_file
 from bounce_exporter.sources.position import START, Position
 
 log = logging.getLogger(__name__)
 
 
-class CatchUpSource:
+class CatchUpSource(SplitsLines):
     """Reads one (rotated, possibly gzip-compressed) file from its start to its end, once."""
 
     path = None  # read once: nothing to watch
@@ -31,7 +31,6 @@ class CatchUpSource:
         self.file = path
         self.name = path
         self.live_path = live_path  # the live file this one was rotated from, if known
-        self.max_line_bytes = max_line_bytes
         self.chunk_size = chunk_size
         self.skip = False  # set before begin(): the catch-up was done by an earlier lifetime
         self.up = False

@@ -53,7 +53,7 @@ import os
 import zlib
 from collections.abc import Iterator
 
-from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter
+from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter, SplitsLines
 from bounce_exporter.sources.opening import NotRegular, Reader, open_file
 from bounce_exporter.sources.position import FINGERPRINT_BYTES, START, Position
 from bounce_exporter.sources.rotation import RotatedFiles
@@ -64,7 +64,7 @@ _TRUNCATED = "truncated"
 _ROTATED = "rotated"
 
 
-class FileSource:
+class FileSource(SplitsLines):
     """Follows one log file by path. Call ``read_batches()`` whenever it may have grown."""
 
     def __init__(self, path: str, *, from_start: bool = False, max_line_bytes: int = 65536,
@@ -87,14 +87,6 @@ class FileSource:
         self._finished: Reader | None = None  # a rotated-away file just finished: catch up after it
         self._lines = LineSplitter(max_line_bytes)
         self._rotated = RotatedFiles(path)
-
-    @property
-    def max_line_bytes(self) -> int:
-        return self._lines.max_line_bytes
-
-    @max_line_bytes.setter
-    def max_line_bytes(self, limit: int) -> None:
-        self._lines.max_line_bytes = limit
 
     # -- public -------------------------------------------------------------------------------
 

@@ -49,6 +49,21 @@ class Block:
 
 
 
+class SplitsLines:
+    """For sources that split a byte stream with a ``LineSplitter`` (``_lines``): their
+    ``max_line_bytes`` is the splitter's, so a reload that sets it takes effect at once."""
+
+    _lines: LineSplitter
+
+    @property
+    def max_line_bytes(self) -> int:
+        return self._lines.max_line_bytes
+
+    @max_line_bytes.setter
+    def max_line_bytes(self, limit: int) -> None:
+        self._lines.max_line_bytes = limit
+
+
 class LineSplitter:
     """Splits a byte stream into blocks of complete lines, holding the partial last one."""
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter
+from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter, SplitsLines
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ STDIN_NAMES = ("-", "stdin")
 QUEUED_CHUNKS = 256
 
 
-class StdinSource:
+class StdinSource(SplitsLines):
     """Reads lines from standard input (or ``stream``) in a background thread."""
 
     path = None  # nothing to watch: the reader thread wakes the loop itself
@@ -32,7 +32,7 @@ class StdinSource:
                  max_line_bytes: int = 65536, on_data: Callable[[], None] | None = None):
         self.stream = stream
         self.name = name
-        self.max_line_bytes = max_line_bytes
+        self._lines = LineSplitter(max_line_bytes)  # used by the reader thread
         self.on_data = on_data
         self.up = False
         self.eof = False
@@ -75,7 +75,7 @@ class StdinSource:
         stream = self.stream
         assert stream is not None
         read = stream.read1 if hasattr(stream, "read1") else stream.read
-        splitter = LineSplitter(self.max_line_bytes)
+        splitter = self._lines
         while not self._stop.is_set():
             try:
                 chunk = read(CHUNK_SIZE)
