@@ -134,7 +134,6 @@ class JournalSource:
         self.truncations = 0
         self.rotations = 0
         self.restarts = 0
-        self._exit_signal: int | None = None  # the signal that ended the last journalctl
         self.position: JournalCursor | None = None
         self._cursor: str | None = None  # of the last entry read from journalctl
         self._queue: queue.Queue[tuple[bytes, str]] = queue.Queue(QUEUE_ENTRIES)
@@ -219,10 +218,10 @@ class JournalSource:
         backoff = BACKOFF_FIRST
         while not self._stop.is_set():
             started = time.monotonic()
-            stderr = self._follow()
+            stderr, ended_by = self._follow()
             if self._stop.is_set():
                 return
-            if self._exit_signal in STOP_SIGNALS and self._stop.wait(STOP_GRACE):
+            if ended_by in STOP_SIGNALS and self._stop.wait(STOP_GRACE):
                 return  # the process group is stopping (systemd's KillMode): so are we
             self.up = False
             self.read_errors += 1
@@ -234,7 +233,7 @@ class JournalSource:
                 self._cursor = None
             if time.monotonic() - started >= STEADY_SECONDS:
                 backoff = BACKOFF_FIRST
-            level = logging.WARNING if self._exit_signal in STOP_SIGNALS else logging.ERROR
+            level = logging.WARNING if ended_by in STOP_SIGNALS else logging.ERROR
             log.log(level, "journal source %s: journalctl exited (%s); starting it again in %.0f s",
                     self.name, stderr.strip() or "no message", backoff)
             if self.on_data is not None:
@@ -243,13 +242,13 @@ class JournalSource:
                 return
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    def _follow(self) -> str:
-        """Run journalctl until it exits; return its stderr."""
+    def _follow(self) -> tuple[str, int | None]:
+        """Run journalctl until it exits; return its stderr and the signal that ended it, if any."""
         try:
             proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL)
         except OSError as err:
-            return f"cannot run {self.journalctl}: {err.strerror or err}"
+            return f"cannot run {self.journalctl}: {err.strerror or err}", None
         with self._lock:
             self._proc = proc
         if self._stop.is_set():
@@ -268,9 +267,10 @@ class JournalSource:
         drain.join(timeout=5)
         with self._lock:
             self._proc = None
-        self._exit_signal = -proc.returncode if proc.returncode < 0 else None
         text = b"".join(errors).decode("utf-8", "replace")
-        return f"exit status {proc.returncode}" + (f": {text.strip()}" if text.strip() else "")
+        ended_by = -proc.returncode if proc.returncode < 0 else None
+        return (f"exit status {proc.returncode}" + (f": {text.strip()}" if text.strip() else ""),
+                ended_by)
 
     def _take(self, raw: bytes) -> None:
         try:
