@@ -384,7 +384,8 @@ def test_alternating_rotations_with_deletes_and_restarts_lose_no_generation(tmp_
             if time.monotonic() - began > DEADLINE:
                 break  # lines lost: the sum below tells how many
             time.sleep(0.05)
-        time.sleep(0.3)  # nothing more comes (no line counted twice)
+        time.sleep(0.3)
+        lifetime.scrape()  # its last scrape: nothing more came (no line counted twice)
         assert lifetime.end(signal.SIGTERM) == 0, lifetime.log()
         totals += counts(lifetime.last, log)
         ended.append(lifetime)
