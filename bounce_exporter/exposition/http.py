@@ -1,31 +1,47 @@
 """Exposition over HTTP: /metrics, a landing page at /, /-/healthy, and JSON routes added by the app.
 
 /metrics encodes what ``scrape()`` returns (the app's: it takes a snapshot, saves it, and returns
-the exposition of that snapshot; see persistence.keeper), else the registry as it is.
+the exposition of that snapshot; see persistence.keeper), else the registry as it is. HEAD is
+answered as GET without the body; HEAD of /metrics renders nothing (no Content-Length, no scrape,
+so nothing is saved either).
 
 With a web configuration (``--web.config.file``, see webconfig): TLS and basic auth on every path.
-Each connection's TLS handshake runs in that connection's own thread, with a timeout, so a slow or
-plain-HTTP client cannot hold up the others; plain HTTP sent to the TLS port gets a 400 answer in
-clear text (as Go's servers do) and the connection is closed.
+
+Under load (see connections): one thread accepts, runs the TLS handshakes without blocking and
+reads each request head to its end, with deadlines; only then is the request answered by one of
+WORKERS threads (a queue of at most QUEUED in front of them; the listen backlog is BACKLOG).
+Requests whose password needs a bcrypt check go through CHECKERS threads first, so a flood of
+wrong passwords waits there, not in front of the scrapes whose password is remembered. Client
+errors (resets, broken pipes, timeouts) are one line at debug level; ``Server:`` names the version
+only in answers to authenticated requests.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import socket
-import ssl
+import sys
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from bounce_exporter import __version__
-from bounce_exporter.exposition.webconfig import BasicAuth, WebConfig, load_web_config, peer_allowed
+from bounce_exporter.exposition.connections import REQUEST_TIMEOUT, Acceptor, Conn, Pool
+from bounce_exporter.exposition.webconfig import (
+    MAX_BCRYPT_AT_ONCE,
+    BasicAuth,
+    Verdict,
+    WebConfig,
+    load_web_config,
+    peer_allowed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +60,11 @@ LANDING_PAGE = """<!DOCTYPE html>
 JsonRoute = Callable[[], object]
 Scrape = Callable[[], Collector]  # what to encode for one request to the telemetry path
 
-HANDSHAKE_TIMEOUT = 10.0  # seconds for a client to send its TLS hello and finish the handshake
-REQUEST_TIMEOUT = 30.0  # seconds for a client to send its request line and headers
-PLAIN_HTTP_TO_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+BACKLOG = 128  # the listen backlog: connections the kernel holds before they are accepted
+WORKERS = 8  # threads answering requests whose head is complete
+QUEUED = 256  # complete requests waiting for a worker; beyond that a new one is closed
+CHECKERS = MAX_BCRYPT_AT_ONCE  # threads checking passwords (bcrypt) before a worker answers
+QUEUED_CHECKS = 64  # requests waiting for a password check; beyond that answered 429
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -60,70 +77,114 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    request_queue_size = BACKLOG
     registry: CollectorRegistry
     scrape: Scrape | None = None
     telemetry_path: str
     json_routes: dict[str, JsonRoute]
     web_config: WebConfig = WebConfig()
     auth: BasicAuth | None = None
+    _acceptor: Acceptor | None = None
+    _closing = False
 
-    def finish_request(self, request, client_address) -> None:
+    def start(self) -> threading.Thread:
+        """The pools, and the serving thread (accepting, reading request heads)."""
+        self._workers = Pool("http-worker", WORKERS, QUEUED, self._answer)
+        self._checkers = Pool("http-auth", CHECKERS, QUEUED_CHECKS, self._check)
         tls = self.web_config.tls
-        if tls is None or tls.context is None:
-            super().finish_request(request, client_address)
-            return
-        conn = self._handshake(request, client_address)
-        if conn is None:
-            return
+        context = tls.context if tls is not None else None
+        self._acceptor = Acceptor(self.socket, context,
+                                  lambda cert: tls is None or peer_allowed(tls, cert), self._ready)
+        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        thread.start()
+        return thread
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        assert self._acceptor is not None, "start() makes the acceptor"
+        self._acceptor.run()
+
+    def shutdown(self) -> None:
+        """Stop accepting and reading; connections waiting for their request head are closed."""
+        if self._acceptor is not None:
+            self._acceptor.stop()
+
+    def server_close(self) -> None:
+        self.shutdown()
+        self._closing = True
+        if self._acceptor is not None:
+            self._workers.stop()
+            self._checkers.stop()
+        super().server_close()
+
+    def handle_error(self, request, client_address) -> None:
+        """One line at debug level for a client's error; a traceback (logged) for ours."""
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            log.debug("%s: %s: %s", client_address[0], type(err).__name__, err)
+        else:
+            log.exception("%s: error answering a request", client_address[0])
+
+    def _ready(self, conn: Conn) -> None:
+        """A complete request head: to the password checkers if it needs bcrypt, else a worker."""
+        if self.auth is not None and self.auth.needs_check(_authorization(conn.head)):
+            if self._checkers.submit(conn):
+                return
+            conn.verdict = Verdict(throttled=True)
+        self._queue(conn)
+
+    def _queue(self, conn: Conn) -> None:
+        if not self._workers.submit(conn):
+            log.debug("%s: closed: %d requests already wait for a worker", conn.addr[0], QUEUED)
+            conn.close()
+
+    def _check(self, conn: Conn) -> None:
+        assert self.auth is not None
+        conn.verdict = self.auth.verdict(_authorization(conn.head), conn.addr[0])
+        self._queue(conn)
+
+    def _answer(self, conn: Conn) -> None:
         try:
-            super().finish_request(conn, client_address)
+            if not self._closing:
+                self.RequestHandlerClass(conn, conn.addr, self)
+        except Exception:  # noqa: BLE001 - handle_error logs it: one line, or a traceback for a bug
+            self.handle_error(conn, conn.addr)
         finally:
             conn.close()
 
-    def _handshake(self, sock: socket.socket, client_address) -> ssl.SSLSocket | None:
-        """The TLS connection, or None (answered or closed) for plain HTTP, a failed handshake,
-        a client certificate outside client_allowed_sans, or a client that sends nothing."""
-        tls = self.web_config.tls
-        assert tls is not None and tls.context is not None
-        sock.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            first = sock.recv(1, socket.MSG_PEEK)
-            if first != b"\x16":  # not a TLS handshake record
-                if first.isalpha():
-                    sock.recv(65536)
-                    sock.sendall(PLAIN_HTTP_TO_TLS)
-                log.debug("%s: plain HTTP or garbage on the TLS port", client_address[0])
-                return None
-            conn = tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        except OSError as err:
-            log.debug("%s: %s", client_address[0], err)
-            return None
-        try:
-            conn.do_handshake()
-            if not peer_allowed(tls, conn.getpeercert()):
-                log.info("%s: client certificate not in client_allowed_sans", client_address[0])
-                conn.close()
-                return None
-        except OSError as err:  # ssl.SSLError, timeouts, resets
-            log.debug("%s: TLS handshake failed: %s", client_address[0], err)
-            conn.close()
-            return None
-        return conn
+
+def _authorization(head: bytes) -> str | None:
+    """The first Authorization header of a request head (as http.client reads headers)."""
+    for line in head.split(b"\n")[1:]:
+        if not line.strip():
+            break
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"authorization":
+            return value.strip().decode("iso-8859-1")
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One request, its head already read (``request`` is a connections.Conn)."""
+
     server: _Server
-    server_version = f"bounce-exporter/{__version__}"
-    timeout = REQUEST_TIMEOUT
+    request: Conn
+    authenticated = False  # the Server header names the version only then
+
+    def setup(self) -> None:
+        self.connection = self.request.sock
+        self.connection.settimeout(REQUEST_TIMEOUT)  # for the answer
+        self.rfile = io.BytesIO(self.request.head)
+        self.wfile = self.connection.makefile("wb")
+
+    def version_string(self) -> str:
+        return f"bounce-exporter/{__version__}" if self.authenticated else "bounce-exporter"
+
+    def do_HEAD(self) -> None:
+        self.do_GET()  # _send leaves out the body, _metrics renders nothing
 
     def do_GET(self) -> None:
-        auth = self.server.auth
-        if auth is not None and auth.check(self.headers.get("Authorization")) is None:
-            log.debug("%s: 401 for %s", self.address_string(), self.path)
-            self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n",
-                       {"WWW-Authenticate": "Basic"})
+        if not self._authorized():
             return
         path = self.path.split("?", 1)[0]
         if path == self.server.telemetry_path:
@@ -141,8 +202,31 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"Not found\n")
 
+    def _authorized(self) -> bool:
+        """True, or False with the 401 (or 429: too many password checks) sent."""
+        auth = self.server.auth
+        if auth is not None:
+            verdict = self.request.verdict or auth.verdict(self.headers.get("Authorization"),
+                                                           self.client_address[0])
+            if verdict.throttled:
+                log.debug("%s: 429 for %s", self.address_string(), self.path)
+                self._send(429, "text/plain; charset=utf-8",
+                           b"Too many password checks from this address: retry later\n",
+                           {"Retry-After": "1"})
+                return False
+            if verdict.user is None:
+                log.debug("%s: 401 for %s", self.address_string(), self.path)
+                self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n",
+                           {"WWW-Authenticate": "Basic"})
+                return False
+        self.authenticated = True
+        return True
+
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        if self.command == "HEAD":  # headers only: no scrape, so nothing saved
+            self._send(200, content_type, b"", length=False)
+            return
         scrape = self.server.scrape
         body = encoder(scrape() if scrape is not None else self.server.registry)
         headers = {}
@@ -152,14 +236,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, content_type, body, headers)
 
     def _send(self, status: int, content_type: str, body: bytes,
-              headers: dict[str, str] | None = None) -> None:
+              headers: dict[str, str] | None = None, *, length: bool = True) -> None:
+        """The answer; to a HEAD without its body (``length``: send Content-Length)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if length:
+            self.send_header("Content-Length", str(len(body)))
         for name, value in {**self.server.web_config.headers, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -187,8 +274,5 @@ def start_server(address: str, registry: CollectorRegistry, *, telemetry_path: s
     server.json_routes = dict(json_routes or {})
     server.web_config = web_config or WebConfig()
     server.auth = server.web_config.authenticator()
-    # a short poll interval: shutdown() waits up to one interval for the serving thread
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="http", daemon=True)
-    thread.start()
+    server.start()
     return server

@@ -35,6 +35,8 @@ import os
 import re
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,21 +221,91 @@ def peer_allowed(tls: TLSConfig, peer_cert: dict | None) -> bool:
     return bool(names & set(tls.client_allowed_sans))
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A password check's answer: the user, or None; ``throttled``: not checked (too many checks
+    from that client address lately), to be answered 429."""
+
+    user: str | None = None
+    throttled: bool = False
+
+
+MAX_BCRYPT_AT_ONCE = 2  # bcrypt checks running at once (each takes a core for tens of ms)
+CLIENT_BURST = 5.0  # bcrypt checks a client address may start at once ...
+CLIENT_RATE = 1.0  # ... and then this many more per second
+MAX_CLIENTS = 10_000  # client addresses remembered for CLIENT_BURST/CLIENT_RATE
+
+
+def hash_cost(hashed: bytes) -> int:
+    """bcrypt's cost (log2 of its rounds): ``$2b$12$...`` → 12."""
+    return int(hashed.split(b"$")[2])
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes. bcrypt is slow by design (tens of
     ms per check), and Prometheus sends the same password every scrape: a successful check is
     remembered, keyed by an HMAC of (user, password) under a per-process random key, so the
-    password is not kept in memory. Unknown users cost a bcrypt check too (no timing oracle)."""
+    password is not kept in memory; concurrent requests with the same credentials wait for one
+    check. At most MAX_BCRYPT_AT_ONCE checks run at once, and a client address (``client``) may
+    start CLIENT_BURST checks, then CLIENT_RATE a second: beyond that its answer is ``throttled``
+    without a check, so a flood of wrong passwords costs little and a remembered right one none.
+    Unknown users cost a bcrypt check too, against a dummy hash at the highest cost of the
+    configured ones (no timing oracle for user names)."""
 
-    def __init__(self, users: dict[str, bytes]):
+    def __init__(self, users: dict[str, bytes], *, clock: Callable[[], float] = time.monotonic):
         self._users = dict(users)
         self._key = os.urandom(32)
         self._ok: set[bytes] = set()
+        self._checking: dict[bytes, threading.Event] = {}
         self._lock = threading.Lock()
-        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
+        self._bcrypt = threading.BoundedSemaphore(MAX_BCRYPT_AT_ONCE)
+        self._budget = _Budget(clock)
+        cost = max((hash_cost(h) for h in self._users.values()), default=10)
+        self.dummy_hash = bcrypt.hashpw(b"not a password", bcrypt.gensalt(cost))
 
     def check(self, header: str | None) -> str | None:
         """The user name if ``header`` carries a valid user and password, else None."""
+        return self.verdict(header).user
+
+    def needs_check(self, header: str | None) -> bool:
+        """Whether the answer for ``header`` takes a bcrypt check (not remembered, not garbage)."""
+        parsed = self._parse(header)
+        if parsed is None:
+            return False
+        with self._lock:
+            return parsed[2] not in self._ok
+
+    def verdict(self, header: str | None, client: str | None = None) -> Verdict:
+        """The check of ``header``, made for the address ``client`` (None: no per-client limit)."""
+        parsed = self._parse(header)
+        if parsed is None:
+            return Verdict()
+        user, password, key = parsed
+        while True:
+            with self._lock:
+                if key in self._ok:
+                    return Verdict(user)
+                event = self._checking.get(key)
+                if event is None:
+                    if client is not None and not self._budget.take(client):
+                        return Verdict(throttled=True)
+                    event = self._checking[key] = threading.Event()
+                    break
+            event.wait()  # the same credentials are being checked: take their answer if a yes
+        ok = False
+        try:
+            with self._bcrypt:
+                ok = self._bcrypt_ok(user, password)
+        finally:
+            with self._lock:
+                if ok:
+                    self._ok.add(key)
+                del self._checking[key]
+            event.set()
+        return Verdict(user if ok else None)
+
+    def _parse(self, header: str | None) -> tuple[str, str, bytes] | None:
+        """(user, password, cache key), or None when ``header`` is no basic auth at all."""
         if not header:
             return None
         scheme, _, token = header.strip().partition(" ")
@@ -248,16 +320,40 @@ class BasicAuth:
             return None
         key = hmac.new(self._key, user.encode() + b"\0" + password.encode(),
                        hashlib.sha256).digest()
-        with self._lock:
-            if key in self._ok:
-                return user
+        return user, password, key
+
+    def _bcrypt_ok(self, user: str, password: str) -> bool:
         hashed = self._users.get(user)
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
+            return bcrypt.checkpw(password.encode(), hashed or self.dummy_hash) and bool(hashed)
         except ValueError:  # longer than bcrypt's 72 bytes, or a hash bcrypt refuses
-            ok = False
-        if not ok:
-            return None
-        with self._lock:
-            self._ok.add(key)
-        return user
+            return False
+
+
+class _Budget:
+    """Checks per client address: a bucket of CLIENT_BURST, refilled at CLIENT_RATE a second.
+    Called under BasicAuth's lock."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self._clock = clock
+        self._clients: dict[str, tuple[float, float]] = {}  # address: (tokens, when)
+
+    def take(self, client: str) -> bool:
+        now = self._clock()
+        tokens, then = self._clients.get(client, (CLIENT_BURST, now))
+        tokens = min(CLIENT_BURST, tokens + (now - then) * CLIENT_RATE)
+        if tokens < 1:
+            self._clients[client] = (tokens, now)
+            return False
+        if client not in self._clients and len(self._clients) >= MAX_CLIENTS:
+            self._forget_full(now)
+        self._clients[client] = (tokens - 1, now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        """Forget the addresses whose bucket is full again (the same as unknown); if that is
+        not enough, all (an attacker with that many addresses has that many buckets anyway)."""
+        self._clients = {client: (tokens, then) for client, (tokens, then) in self._clients.items()
+                         if tokens + (now - then) * CLIENT_RATE < CLIENT_BURST}
+        if len(self._clients) >= MAX_CLIENTS:
+            self._clients.clear()
