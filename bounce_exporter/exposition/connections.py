@@ -2,12 +2,14 @@
 
 The serving thread accepts, runs each TLS handshake without blocking (HANDSHAKE_TIMEOUT after the
 connect) and reads until the blank line that ends the request head (REQUEST_TIMEOUT after the
-connect, MAX_HEAD bytes at most). Only a complete head is handed over (``ready``) to a pool of
-worker threads. So a client that connects and sends nothing, or half a request (slowloris), holds a
+connect, MAX_HEAD bytes at most). Only a complete head is handed over (``ready``), to be answered
+by a pool of worker threads. So a client that connects and sends nothing, or half a request (slowloris), holds a
 file descriptor and a buffer for at most REQUEST_TIMEOUT, never a thread; and a connection closed
 before its head is complete is closed here: nothing is rendered, nothing is written. At most
 MAX_WAITING connections wait for their head: a new one beyond that closes the one waiting longest
 (a real client sends its head within milliseconds of connecting, a slow one is the oldest).
+While MAX_ANSWERING connections handed over are not closed yet, nothing more is accepted: new
+connections wait in the listen backlog (so all of it stays below 1,024 file descriptors).
 
 Plain HTTP sent to the TLS port gets a 400 in clear text (as Go's servers do) and is closed.
 """
@@ -23,7 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0  # seconds from the connect for a client to finish its TLS handshake
 REQUEST_TIMEOUT = 30.0  # seconds from the connect for a client to send its request line and headers
 MAX_HEAD = 65536  # bytes of request line and headers
-MAX_WAITING = 512  # connections waiting for their request head
+MAX_WAITING = 256  # connections waiting for their request head
+MAX_ANSWERING = 512  # connections handed over and not closed yet
 SWEEP = 0.25  # seconds between looks for connections past their deadline
 PLAIN_HTTP_TO_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
                      b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
@@ -47,13 +50,20 @@ class Conn:
     addr: Any
     head: bytes
     verdict: Any = None  # the password check's answer when made before a worker took it
+    closed: Callable[[], None] | None = None  # called once, at close()
+    _done: bool = field(default=False, init=False)
 
     def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         self.sock.close()
+        if self.closed is not None:
+            self.closed()
 
 
 @dataclass
@@ -80,17 +90,22 @@ class Acceptor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._answering = 0  # connections handed over and not closed yet
+        self._listening = False
 
     def run(self) -> None:
         self._listener.setblocking(False)
-        self._selector.register(self._listener, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         try:
             next_sweep = time.monotonic() + SWEEP
             while not self._stop.is_set():
+                self._listen(self._answering < MAX_ANSWERING)
                 for key, _ in self._selector.select(SWEEP):
                     if key.fileobj is self._listener:
                         self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._wake_r.recv(4096)
                     elif key.data is not None:
                         self._advance(key.data)
                 now = time.monotonic()
@@ -116,8 +131,30 @@ class Acceptor:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def _listen(self, on: bool) -> None:
+        if on != self._listening:
+            self._listening = on
+            if on:
+                self._selector.register(self._listener, selectors.EVENT_READ)
+            else:
+                self._selector.unregister(self._listener)
+                log.debug("%d connections being answered: accepting again when one closes",
+                          MAX_ANSWERING)
+
+    def _closed(self) -> None:
+        with self._lock:
+            self._answering -= 1
+            wake = self._answering == MAX_ANSWERING - 1
+        if wake:
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass  # stopped
+
     def _accept(self) -> None:
         for _ in range(64):
+            if self._answering >= MAX_ANSWERING:
+                return
             try:
                 sock, addr = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -215,7 +252,9 @@ class Acceptor:
     def _hand_over(self, waiting: _Waiting, head: bytes) -> None:
         self._forget(waiting)
         waiting.sock.setblocking(True)
-        self._ready(Conn(waiting.sock, waiting.addr, head))
+        with self._lock:
+            self._answering += 1
+        self._ready(Conn(waiting.sock, waiting.addr, head, closed=self._closed))
 
     def _sweep(self, now: float) -> None:
         for waiting in list(self._waiting.values()):
@@ -240,31 +279,23 @@ class Acceptor:
 
 
 class Pool:
-    """``size`` threads taking items from a queue of at most ``limit`` and calling ``work``."""
+    """``size`` threads taking items from a queue and calling ``work``."""
 
-    def __init__(self, name: str, size: int, limit: int, work: Callable[[Any], None]):
-        self._queue: queue.Queue = queue.Queue(limit)
+    def __init__(self, name: str, size: int, work: Callable[[Any], None]):
+        self._queue: queue.Queue = queue.Queue()
         self._work = work
         self._threads = [threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True)
                          for n in range(size)]
         for thread in self._threads:
             thread.start()
 
-    def submit(self, item: Any) -> bool:
-        """False (and nothing queued) when the queue is full."""
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            return False
-        return True
+    def submit(self, item: Any) -> None:
+        self._queue.put(item)
 
     def stop(self, timeout: float = 5.0) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
         deadline = time.monotonic() + timeout
-        try:
-            for _ in self._threads:
-                self._queue.put(None, timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Full:
-            pass  # workers stuck in their work: daemon threads, left behind
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 

@@ -9,9 +9,9 @@ With a web configuration (``--web.config.file``, see webconfig): TLS and basic a
 
 Under load (see connections): one thread accepts, runs the TLS handshakes without blocking and
 reads each request head to its end, with deadlines; only then is the request answered by one of
-WORKERS threads (a queue of at most QUEUED in front of them; the listen backlog is BACKLOG).
-Requests whose password needs a bcrypt check go through CHECKERS threads first, so a flood of
-wrong passwords waits there, not in front of the scrapes whose password is remembered. Client
+WORKERS threads (the listen backlog is BACKLOG). Requests whose password needs a bcrypt check go
+through CHECKERS threads first, one check for all requests with the same credentials, so a flood
+of wrong passwords waits there, not in front of the scrapes whose password is remembered. Client
 errors (resets, broken pipes, timeouts) are one line at debug level; ``Server:`` names the version
 only in answers to authenticated requests.
 """
@@ -62,9 +62,7 @@ Scrape = Callable[[], Collector]  # what to encode for one request to the teleme
 
 BACKLOG = 128  # the listen backlog: connections the kernel holds before they are accepted
 WORKERS = 8  # threads answering requests whose head is complete
-QUEUED = 256  # complete requests waiting for a worker; beyond that a new one is closed
 CHECKERS = MAX_BCRYPT_AT_ONCE  # threads checking passwords (bcrypt) before a worker answers
-QUEUED_CHECKS = 64  # requests waiting for a password check; beyond that answered 429
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -90,8 +88,10 @@ class _Server(HTTPServer):
 
     def start(self) -> threading.Thread:
         """The pools, and the serving thread (accepting, reading request heads)."""
-        self._workers = Pool("http-worker", WORKERS, QUEUED, self._answer)
-        self._checkers = Pool("http-auth", CHECKERS, QUEUED_CHECKS, self._check)
+        self._workers = Pool("http-worker", WORKERS, self._answer)
+        self._checkers = Pool("http-auth", CHECKERS, self._check)
+        self._checks: dict[bytes, list[Conn]] = {}  # requests waiting for a check, by credentials
+        self._checks_lock = threading.Lock()
         tls = self.web_config.tls
         context = tls.context if tls is not None else None
         self._acceptor = Acceptor(self.socket, context,
@@ -117,6 +117,10 @@ class _Server(HTTPServer):
             self._checkers.stop()
         super().server_close()
 
+    def waiting(self) -> int:
+        """Connections waiting for the end of their request head."""
+        return self._acceptor.waiting() if self._acceptor is not None else 0
+
     def handle_error(self, request, client_address) -> None:
         """One line at debug level for a client's error; a traceback (logged) for ours."""
         err = sys.exc_info()[1]
@@ -127,21 +131,30 @@ class _Server(HTTPServer):
 
     def _ready(self, conn: Conn) -> None:
         """A complete request head: to the password checkers if it needs bcrypt, else a worker."""
-        if self.auth is not None and self.auth.needs_check(_authorization(conn.head)):
-            if self._checkers.submit(conn):
-                return
-            conn.verdict = Verdict(throttled=True)
-        self._queue(conn)
+        key = self.auth.check_key(_authorization(conn.head)) if self.auth is not None else None
+        if key is None:
+            self._workers.submit(conn)
+            return
+        with self._checks_lock:
+            waiting = self._checks.setdefault(key, [])
+            waiting.append(conn)
+            if len(waiting) > 1:
+                return  # the check under way answers it too
+        self._checkers.submit(key)
 
-    def _queue(self, conn: Conn) -> None:
-        if not self._workers.submit(conn):
-            log.debug("%s: closed: %d requests already wait for a worker", conn.addr[0], QUEUED)
-            conn.close()
-
-    def _check(self, conn: Conn) -> None:
+    def _check(self, key: bytes) -> None:
         assert self.auth is not None
-        conn.verdict = self.auth.verdict(_authorization(conn.head), conn.addr[0])
-        self._queue(conn)
+        with self._checks_lock:
+            first = self._checks[key][0]
+        verdict = Verdict()  # 401, should the check fail (a bug: the pool logs it)
+        try:
+            verdict = self.auth.verdict(_authorization(first.head), first.addr[0])
+        finally:
+            with self._checks_lock:
+                waiting = self._checks.pop(key)
+            for conn in waiting:
+                conn.verdict = verdict
+                self._workers.submit(conn)
 
     def _answer(self, conn: Conn) -> None:
         try:

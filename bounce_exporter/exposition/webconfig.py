@@ -267,13 +267,14 @@ class BasicAuth:
         """The user name if ``header`` carries a valid user and password, else None."""
         return self.verdict(header).user
 
-    def needs_check(self, header: str | None) -> bool:
-        """Whether the answer for ``header`` takes a bcrypt check (not remembered, not garbage)."""
+    def check_key(self, header: str | None) -> bytes | None:
+        """When the answer for ``header`` takes a bcrypt check (not remembered, not garbage):
+        the key of its credentials (the same for the same user and password), else None."""
         parsed = self._parse(header)
         if parsed is None:
-            return False
+            return None
         with self._lock:
-            return parsed[2] not in self._ok
+            return None if parsed[2] in self._ok else parsed[2]
 
     def verdict(self, header: str | None, client: str | None = None) -> Verdict:
         """The check of ``header``, made for the address ``client`` (None: no per-client limit)."""
