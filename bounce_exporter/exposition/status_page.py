@@ -72,12 +72,12 @@ def render_status_page(status: Status, classifier: Classifier, *, formats: Mappi
              ("/-/healthy", "Health")]
     nav = "".join(f'<a href="{escape(href)}">{escape(text)}</a>' for href, text in links)
     body = "\n".join([
-        f"<header><h1>bounce-exporter<small>{escape(__version__)}</small></h1>"
-        f"<nav>{nav}</nav></header>",
+        (f"<header><h1>bounce-exporter<small>{escape(__version__)}</small></h1>"
+         f"<nav>{nav}</nav></header>"),
         "<main>",
-        f'<p class="muted">Status at {_when(now)}. Reload the page for fresh data; the same '
-        f'numbers, for Prometheus, are at <a href="{escape(telemetry_path)}">'
-        f"{escape(telemetry_path)}</a>.</p>",
+        (f'<p class="muted">Status at {_when(now)}. Reload the page for fresh data; the same '
+         f'numbers, for Prometheus, are at <a href="{escape(telemetry_path)}">'
+         f"{escape(telemetry_path)}</a>.</p>"),
         _flags_section(status.active, classifier, now),
         _recent_section(status.recent, classifier, status.now),
         _sources_section(status, formats, now),
@@ -174,10 +174,10 @@ def _recent_section(recent: list[RecentDomain], classifier: Classifier, clock: f
                     f'<td class="text">{_text(entry.text)}</td></tr>')
     return "\n".join([
         title,
-        f'<p class="muted">Deferrals per recipient domain in the hour before {_when(clock)} '
-        "(log time), by one-minute steps; the latest reply of each.</p>",
-        "<table><thead><tr><th>domain</th><th>deferrals</th><th>last reply</th>"
-        "<th>reason</th><th>last deferral</th><th>last reply text</th></tr></thead><tbody>",
+        (f'<p class="muted">Deferrals per recipient domain in the hour before {_when(clock)} '
+         "(log time), by one-minute steps; the latest reply of each.</p>"),
+        ("<table><thead><tr><th>domain</th><th>deferrals</th><th>last reply</th>"
+         "<th>reason</th><th>last deferral</th><th>last reply text</th></tr></thead><tbody>"),
         *rows, "</tbody></table>"])
 
 
@@ -197,8 +197,8 @@ def _sources_section(status: Status, formats: Mapping[str, str], now: float) -> 
         rows.append('<tr><td colspan="5">No source is followed.</td></tr>')
     return "\n".join([
         "<h2>Sources</h2>",
-        "<table><thead><tr><th>source</th><th>format</th><th>state</th><th>lines read</th>"
-        "<th>last line read (or following began)</th></tr></thead><tbody>",
+        ("<table><thead><tr><th>source</th><th>format</th><th>state</th><th>lines read</th>"
+         "<th>last line read (or following began)</th></tr></thead><tbody>"),
         *rows, "</tbody></table>"])
 
 
