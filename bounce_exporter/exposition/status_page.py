@@ -23,7 +23,6 @@ from bounce_exporter.state.recent import RecentDomain
 from bounce_exporter.state.store import Status
 
 MAX_FLAGS = 50  # persistent deferrals shown; the rest: /api/v1/deferrals
-TOP_DOMAINS = 10
 MAX_TEXT = 400  # characters of a reply text shown
 
 STYLE = """
