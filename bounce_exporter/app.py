@@ -18,6 +18,7 @@ from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.exposition.collector import Exposition, Registry, exporter_registry
 from bounce_exporter.exposition.http import start_server
+from bounce_exporter.exposition.status_page import render_status_page
 from bounce_exporter.parsers import make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
@@ -140,7 +141,8 @@ class Exporter:
                                    telemetry_path=self.config.telemetry_path,
                                    json_routes={"/api/v1/deferrals": self.deferrals_view},
                                    web_config_file=self.config.web_config_file,
-                                   scrape=None if self._serve_registry else self.scrape)
+                                   scrape=None if self._serve_registry else self.scrape,
+                                   page=self.status_page)
         host, port = self.server.server_address[:2]
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.name for feed in self.pipeline.feeds))
@@ -186,6 +188,15 @@ class Exporter:
 
     def deferrals_view(self) -> list[dict]:
         return self.store.deferrals_view()
+
+    def status_page(self) -> str:
+        """The HTML of "/": sources, persistent deferrals explained, the last hour's top
+        deferring domains (exposition.status_page)."""
+        with self.store.lock:
+            formats = {feed.source.name: feed.parser.mta for feed in self.pipeline.feeds}
+        return render_status_page(self.store.status(), self.classifier, formats=formats,
+                                  telemetry_path=self.config.telemetry_path,
+                                  routes=["/api/v1/deferrals"])
 
     def stop(self, *_: object) -> None:
         self.stopping.set()

@@ -22,6 +22,9 @@ from bounce_exporter.state.counters import MetricState
 
 log = logging.getLogger(__name__)
 
+# Reasons of lines not understood that the pipeline gives itself, whatever the parser; with the
+# parser's own (``Capabilities.not_understood_reasons``) their series start at 0 for each source.
+TOO_LONG, PARSER_ERROR = "too_long", "parser_error"
 LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are logged at debug level
 
 LineObserver = Callable[[int, DeliveryEvent, Classification], None]  # (line number, event, verdict)
@@ -72,7 +75,11 @@ class Pipeline:
         feed = Feed(source, parser, on_event=on_event)
         with self.state.lock:
             self.feeds.append(feed)
-            self.state.source(source.name)
+            stats = self.state.source(source.name)
+            for reason in (*feed.caps.not_understood_reasons, TOO_LONG, PARSER_ERROR):
+                stats.not_understood[reason] += 0  # present from the start: rate() is 0, not empty
+            stats.not_attempts = {**dict.fromkeys(feed.caps.not_attempt_reasons, 0),
+                                  **stats.not_attempts}
         return feed
 
     def apply(self, classifier: Classifier, max_line_bytes: int) -> None:
@@ -199,7 +206,7 @@ class Pipeline:
             else:
                 self._log_skip(feed.source.name, error.reason, raw)
         else:
-            skipped["parser_error"] += 1
+            skipped[PARSER_ERROR] += 1
             log.exception("%s: parser %s failed on %r", feed.source.name,
                           feed.parser.mta, raw[:300])
 
@@ -221,7 +228,7 @@ class Pipeline:
                 stats.not_understood[reason] += count
             if isinstance(read, (Batch, Block)):
                 if read.too_long:
-                    stats.not_understood["too_long"] += read.too_long
+                    stats.not_understood[TOO_LONG] += read.too_long
                 feed.counted = read.position
             feed.lines += lines
             record, observers = state.record, self.observers
@@ -241,7 +248,8 @@ class Pipeline:
             stats.read_errors = source.read_errors
             stats.truncations = source.truncations
             stats.rotations = source.rotations
-            stats.not_attempts = dict(feed.caps.counters())
+            stats.not_attempts = {**dict.fromkeys(feed.caps.not_attempt_reasons, 0),
+                                  **feed.caps.counters()}
             if feed.caps.evictions is not None:
                 stats.pending_evicted = feed.caps.evictions(feed.parser)
 

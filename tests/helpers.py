@@ -7,6 +7,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import TypeVar
 
@@ -81,3 +82,29 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}\n"
                                  f"{context()}")
         time.sleep(interval)
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        self._skip += tag in ("style", "script", "title")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("style", "script", "title")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def page_text(html: str) -> str:
+    """The text a person reads on an HTML page (not its style, script or title), entities
+    decoded, every run of white space one blank."""
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    return " ".join(" ".join(parser.parts).split())

@@ -57,7 +57,11 @@ LANDING_PAGE = """<!DOCTYPE html>
 </body></html>
 """
 
+# The status page (see status_page) runs no script and loads nothing from elsewhere: say so.
+PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
+
 JsonRoute = Callable[[], object]
+Page = Callable[[], str]  # renders "/" instead of LANDING_PAGE
 Scrape = Callable[[], Collector]  # what to encode for one request to the telemetry path
 
 BACKLOG = 128  # the listen backlog: connections the kernel holds before they are accepted
@@ -81,6 +85,7 @@ class _Server(HTTPServer):
     scrape: Scrape | None = None
     telemetry_path: str
     json_routes: dict[str, JsonRoute]
+    page: Page | None = None
     web_config: WebConfig = WebConfig()
     auth: BasicAuth | None = None
     _acceptor: Acceptor | None = None
@@ -202,6 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == self.server.telemetry_path:
             self._metrics()
+        elif path == "/" and self.server.page is not None:
+            self._send(200, "text/html; charset=utf-8", self.server.page().encode(),
+                       {"Content-Security-Policy": PAGE_POLICY})
         elif path == "/":
             extra = "".join(f'<li><a href="{p}">{p}</a></li>\n' for p in self.server.json_routes)
             page = LANDING_PAGE.format(version=__version__, metrics=self.server.telemetry_path,
@@ -268,12 +276,13 @@ class _Handler(BaseHTTPRequestHandler):
 def start_server(address: str, registry: CollectorRegistry, *, telemetry_path: str = "/metrics",
                  json_routes: dict[str, JsonRoute] | None = None,
                  web_config: WebConfig | None = None,
-                 web_config_file: str | None = None, scrape: Scrape | None = None) -> _Server:
+                 web_config_file: str | None = None, scrape: Scrape | None = None,
+                 page: Page | None = None) -> _Server:
     """Bind and serve in a daemon thread; raises OSError if the address cannot be bound.
 
     ``web_config`` (or ``web_config_file``, read with load_web_config: ConfigError if bad) adds
     TLS and basic auth; neither means plain HTTP without auth. ``scrape``: see the module
-    docstring."""
+    docstring. ``page``: the HTML of "/" (else the landing page)."""
     if web_config is None and web_config_file:
         web_config = load_web_config(web_config_file)
     host, port = parse_listen_address(address)
@@ -285,6 +294,7 @@ def start_server(address: str, registry: CollectorRegistry, *, telemetry_path: s
     server.scrape = scrape
     server.telemetry_path = telemetry_path
     server.json_routes = dict(json_routes or {})
+    server.page = page
     server.web_config = web_config or WebConfig()
     server.auth = server.web_config.authenticator()
     server.start()

@@ -7,7 +7,9 @@ line that looks like a delivery line but cannot be read. Parsers know nothing of
 Every parser satisfies ``Parser`` (``mta``, ``parse``). Counted by the pipeline where a parser has
 them: ``counters()`` (lines read that are no delivery attempt, by reason: ``CountingParser``) and
 ``pending_evictions`` (pending messages forgotten because the parser's memory of them was full:
-``EvictingParser``). ``ParserBase`` gives both their defaults ({} and 0) to parsers that inherit it;
+``EvictingParser``). A parser may also name in advance the reasons it gives, ``not_understood_reasons``
+(of its ``LineNotUnderstood``) and ``not_attempt_reasons`` (the keys of its ``counters()``):
+``ReasonedParser``; their series then start at 0. ``ParserBase`` gives both their defaults ({} and 0) to parsers that inherit it;
 for the others ``capabilities()`` finds, once per source, which members a parser has.
 
 Optional, for speed (most lines of a mail log record nothing): a parser may also have
@@ -60,6 +62,15 @@ class EvictingParser(Parser, Protocol):
 
 
 @runtime_checkable
+class ReasonedParser(Parser, Protocol):
+    @property
+    def not_understood_reasons(self) -> tuple[str, ...]: ...
+
+    @property
+    def not_attempt_reasons(self) -> tuple[str, ...]: ...
+
+
+@runtime_checkable
 class SelectingParser(Parser, Protocol):
     def select(self, lines: list[bytes]) -> list[bytes]: ...
 
@@ -99,6 +110,8 @@ class Capabilities:
     evictions: Callable[[Parser], int] | None  # called with the parser: its pending_evictions
     select: Callable[[list[bytes]], list[bytes]] | None
     parse_block: Callable[[bytes, Failed], list[DeliveryEvent]] | None
+    not_understood_reasons: tuple[str, ...] = ()  # named in advance: their series start at 0
+    not_attempt_reasons: tuple[str, ...] = ()
 
 
 def capabilities(parser: Parser) -> Capabilities:
@@ -107,6 +120,10 @@ def capabilities(parser: Parser) -> Capabilities:
         evictions=_evictions if isinstance(parser, EvictingParser) else None,
         select=parser.select if isinstance(parser, SelectingParser) else None,
         parse_block=parser.parse_block if isinstance(parser, BlockParser) else None,
+        not_understood_reasons=tuple(parser.not_understood_reasons)
+        if isinstance(parser, ReasonedParser) else (),
+        not_attempt_reasons=tuple(parser.not_attempt_reasons)
+        if isinstance(parser, ReasonedParser) else (),
     )
 
 

@@ -16,11 +16,13 @@ forwarded to the chosen parser's when it has one (its ``capabilities``), else do
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import (
+    PARSERS,
     Capabilities,
     Failed,
     Parser,
@@ -94,6 +96,15 @@ class AutoParser(ParserBase):
     def mta(self) -> str:
         return self.delegate.mta if self.delegate is not None else "auto"
 
+    # Before the first line the format is not known: the reasons of every format start at 0.
+    @property
+    def not_understood_reasons(self) -> tuple[str, ...]:
+        return _every_format()[0]
+
+    @property
+    def not_attempt_reasons(self) -> tuple[str, ...]:
+        return _every_format()[1]
+
     def counters(self) -> Mapping[str, int]:
         return self._caps.counters() if self._caps is not None else {}
 
@@ -164,3 +175,11 @@ class AutoParser(ParserBase):
                     events += caps.parse_block(block[start:], failed)
                 break
         return events
+
+
+@functools.cache
+def _every_format() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The reasons (not understood, not attempts) named by the parser of any format, sorted."""
+    caps = [capabilities(make_parser(name)) for name in PARSERS if name != "auto"]
+    return (tuple(sorted({r for c in caps for r in c.not_understood_reasons})),
+            tuple(sorted({r for c in caps for r in c.not_attempt_reasons})))

@@ -70,6 +70,11 @@ def _reply_text(status: str) -> str:
 
 class ExchangeParser:
     mta = MTA
+    # the reasons of its LineNotUnderstood and its counters(): series that start at 0
+    not_understood_reasons = (
+        "malformed_csv", "no_fields_header", "field_count", "missing_field", "bad_stamp",
+        "no_recipient")
+    not_attempt_reasons: tuple[str, ...] = ()
 
     def __init__(self, reference: float | None = None):
         self._columns: dict[str, int] | None = None

@@ -99,6 +99,10 @@ def is_expiry(text: str) -> bool:
 
 class EximParser(LedgerParser):
     mta = MTA
+    # the reasons of its LineNotUnderstood and its counters(): series that start at 0
+    not_understood_reasons = (
+        "no_header", "malformed_delivery", "malformed_deferral", "bad_stamp")
+    not_attempt_reasons = ("retry_not_reached",)
 
     def __init__(self, reference: float | None = None, *,
                  max_pending: int = MAX_PENDING_MESSAGES):

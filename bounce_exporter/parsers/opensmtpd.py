@@ -83,6 +83,9 @@ class _Session:
 
 class OpenSMTPDParser(LedgerParser):
     mta = MTA
+    # the reasons of its LineNotUnderstood and its counters(): series that start at 0
+    not_understood_reasons = ("no_header", "malformed_delivery")
+    not_attempt_reasons = ("tempfail_without_session",)
 
     def __init__(self, reference: float | None = None, *,
                  max_pending: int = MAX_PENDING_ENVELOPES):

@@ -64,6 +64,9 @@ _EXPIRED = re.compile(r"(?P<qid>[^\s:]+): from=<[^>]*>, status=(?P<how>(?:force-
 
 class PostfixParser(LedgerParser):
     mta = MTA
+    # the reasons of its LineNotUnderstood and its counters(): series that start at 0
+    not_understood_reasons = ("no_header", "malformed_delivery")
+    not_attempt_reasons: tuple[str, ...] = ()
 
     def __init__(self, reference: float | None = None, *,
                  max_pending: int = MAX_PENDING_MESSAGES):

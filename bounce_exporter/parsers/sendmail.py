@@ -55,6 +55,9 @@ def recipients_of(to: str) -> list[str]:
 
 class SendmailParser(LedgerParser):
     mta = MTA
+    # the reasons of its LineNotUnderstood and its counters(): series that start at 0
+    not_understood_reasons = ("no_header", "malformed_delivery", "no_recipient")
+    not_attempt_reasons = ("queued_only",)
 
     def __init__(self, reference: float | None = None, *,
                  max_pending: int = MAX_PENDING_MESSAGES):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.state.counters import CounterSnapshot, MetricState
+from bounce_exporter.state.counters import CounterSnapshot, MetricState, SourceStats
 from bounce_exporter.state.deferrals import DeferralRule, DeferralTracker, Streak
+from bounce_exporter.state.recent import RecentDeferrals, RecentDomain
 
 STATE_VERSION = 1
 
@@ -43,6 +44,17 @@ class Snapshot:
     saved: Saved
 
 
+@dataclass(frozen=True)
+class Status:
+    """What the status page shows, read together: the sources, the persistent flags, the domains
+    deferring most in the last hour (``recent``'s clock: ``now``)."""
+
+    sources: dict[str, SourceStats]  # copies
+    active: list[Streak]  # copies
+    recent: list[RecentDomain]
+    now: float
+
+
 class Store:
     """Owns ``lock`` (the counters' own ``MetricState.lock``): the pipeline counts under it and
     ``observe`` feeds the tracker under it; everything read for a scrape is read here."""
@@ -54,10 +66,12 @@ class Store:
         self.positions = positions  # each source's counted position (called under the lock)
         self.lock: threading.Lock = state.lock
         self._seq = 0
+        self.recent = RecentDeferrals()  # the status page's last hour, not saved
 
     def observe(self, event: DeliveryEvent, classification: Classification) -> None:
         """The pipeline's observer (called under the lock): the current tracker's."""
         self.tracker.observe(event, classification)
+        self.recent.observe(event, classification)
 
     def saved(self) -> Saved:
         """The state file's content now (caller holds the lock)."""
@@ -80,6 +94,13 @@ class Store:
     def advance(self, now: float) -> None:
         with self.lock:
             self.tracker.advance(now)
+            self.recent.advance(now)
+
+    def status(self, top: int = 10) -> Status:
+        """The status page's data now (no state-file snapshot: the page is no scrape)."""
+        with self.lock:
+            sources = {name: stats.copy() for name, stats in self.state.sources.items()}
+            return Status(sources, self.tracker.active(), self.recent.top(top), self.recent.now)
 
     def load(self, deferrals: dict) -> int:
         """Restore the tracker from the state file's ``deferrals``; the streaks tracked."""
