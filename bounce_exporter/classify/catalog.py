@@ -110,7 +110,7 @@ class Catalog:
     uninformative: frozenset[str]  # categories that name no cause: their codes are passed over
     judging: Judging | None  # None only in a catalog with problems
     default_persistent_deferrals: tuple[Any, ...]  # rule mappings (state.deferrals checks them)
-    providers: ProviderTable = ProviderTable()  # who answered: by relay host (providers.py)
+    providers: ProviderTable  # who answered: by relay host (providers.py)
 
     def basic(self, code: str | None) -> CodeInfo | None:
         return self.basic_codes.get(code) if code else None
