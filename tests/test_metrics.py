@@ -76,8 +76,8 @@ def test_exposition_text():
         # every provider of the table starts at 0; an event naming no relay host is "other"
         *[f'bounce_provider_delivery_attempts_total{{provider="{name}"}} '
           f'{1.0 if name == "other" else 0.0}' for name in sorted([*PROVIDERS, "other"])],
-        'bounce_provider_failures_total{category="system_full",code="431",enhanced="4.3.1",'
-        'kind="soft",provider="other"} 1.0',
+        ('bounce_provider_failures_total{category="system_full",code="431",enhanced="4.3.1",'
+         'kind="soft",provider="other"} 1.0'),
         'bounce_exporter_lines_read_total{source="/var/log/mail.log"} 7.0',
         'bounce_exporter_lines_not_understood_total{reason="malformed_delivery",'
         'source="/var/log/mail.log"} 1.0',
