@@ -311,6 +311,25 @@ SISIMAI_DISAGREEMENTS = [
     (("host gmail-smtp-in.l.google.com[192.0.2.27] said: 550-5.7.1 [192.0.2.9 12] Our system has "
      "detected that this 550-5.7.1 message is likely unsolicited mail."), "spam_content",
      "securityerror", "Gmail judged the content; the multi-line marker splits Sisimai's phrase"),
+    # Kinds the finer category set (issue 15) and the provider replies brought:
+    (("553 5.7.2 [TSS09] All messages from 192.0.2.66 will be permanently deferred; Retrying will "
+      "NOT succeed."), "blocklisted", "securityerror",
+     "Yahoo blocks the IP for its reputation (complaints, volume): delisting fixes it, not AUTH/TLS"),
+    ("550-5.2.1 The email account that you tried to reach is inactive. - gsmtp",
+     "mailbox_inactive", "filtered",
+     "the mailbox is inactive (X.2.1, Gmail's DisabledUser page): stop sending, no filter to fix"),
+    ("550 permanent failure for one or more recipients (nobody@customer.example:blocked)",
+     "policy_blocked", "blocked",
+     "a Barracuda gateway's local policy; no block list named, so delisting cannot fix it"),
+    ("554 5.7.9 Message not accepted for policy reasons.", "policy_blocked", "securityerror",
+     "Yahoo's policy refusal (content, authentication or reputation); X.7.9's registry meaning "
+     "(weak AUTH mechanism) does not apply: no AUTH takes place on port 25"),
+    ("550 5.7.1 Sender address rejected: DMARC policy violation", "sender_auth", "rejected",
+     "the sender address is fine; its domain's DMARC check failed: fix SPF/DKIM alignment"),
+    ("452 4.3.1 Temporary System Error", "unavailable", "systemfull",
+     "Zoho's text says a temporary error of its system (not taking mail now), not a full disk"),
+    ("552 5.7.1 virus Eicar-Test-Signature detected by Zoho Mail", "virus", "securityerror",
+     "a virus found in the message: scan it, nothing to fix in AUTH or TLS"),
 ]
 
 

@@ -296,7 +296,7 @@ REPLIES = [
      "virus"),
     ("mimecast", "eu-smtp-inbound-1.mimecast.com",
      "421 Sender address blocked - https://community.mimecast.com/docs/DOC-1369#421",
-     "sender_rejected"),
+     "policy_blocked"),  # Mimecast: "blocked by a Blocked Senders Policy" of the customer
     # --- proofpoint: https://ipcheck.proofpoint.com/ (Proofpoint Dynamic Reputation)
     ("proofpoint", "mx0a-00123401.pphosted.com",
      "554 5.7.0 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.9", "blocklisted"),
@@ -340,6 +340,9 @@ def test_provider_reply(classifier, provider, host, text, category):
     status = "deferred" if e.kind == "soft" else "bounced"
     assert classifier.classify(status, e.code, e.enhanced, text).category == category
     assert packaged_catalog().providers.of(host, text) == provider
+    # as Postfix logs it: the host's name in the text must not change the reason
+    logged = f"host {host}[192.0.2.1] said: {text} (in reply to RCPT TO command)"
+    assert explain(logged, classifier).category == category
 
 
 def test_every_provider_of_the_table_has_documented_replies():
