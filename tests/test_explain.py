@@ -322,8 +322,8 @@ SISIMAI_DISAGREEMENTS = [
      "policy_blocked", "blocked",
      "a Barracuda gateway's local policy; no block list named, so delisting cannot fix it"),
     ("554 5.7.9 Message not accepted for policy reasons.", "policy_blocked", "securityerror",
-     "Yahoo's policy refusal (content, authentication or reputation); X.7.9's registry meaning "
-     "(weak AUTH mechanism) does not apply: no AUTH takes place on port 25"),
+     ("Yahoo's policy refusal (content, authentication or reputation); X.7.9's registry meaning "
+     "(weak AUTH mechanism) does not apply: no AUTH takes place on port 25")),
     ("550 5.7.1 Sender address rejected: DMARC policy violation", "sender_auth", "rejected",
      "the sender address is fine; its domain's DMARC check failed: fix SPF/DKIM alignment"),
     ("452 4.3.1 Temporary System Error", "unavailable", "systemfull",

@@ -233,8 +233,8 @@ def test_expiries_are_no_provider_attempts():
     classifier = Classifier.load()
     state = MetricState()
     parser = PostfixParser()
-    for raw in (POSTFIX_GOOGLE.encode(), b"Nov 30 12:24:40 mx1 postfix/qmgr[14113]: 4E6AC512253: "
-                b"from=<app@sender.example>, status=expired, returned to sender"):
+    for raw in (POSTFIX_GOOGLE.encode(), (b"Nov 30 12:24:40 mx1 postfix/qmgr[14113]: 4E6AC512253: "
+                b"from=<app@sender.example>, status=expired, returned to sender")):
         for event in parser.parse(raw):
             state.record(event, classifier.classify(event.status, event.code, event.enhanced,
                                                     event.text))
