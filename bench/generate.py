@@ -113,14 +113,14 @@ REPLIES: dict[str, Reply] = {
                      "does not exist. Please try 550-5.1.1 double-checking the recipient's email "
                      "address for typos or 550-5.1.1 unnecessary spaces. {id} - gsmtp "
                      "(in reply to RCPT TO command)"),
-    "unauthenticated": Reply("bounced", "550", "5.7.26", "policy_blocked",
+    "unauthenticated": Reply("bounced", "550", "5.7.26", "sender_auth",
                              "host {mx}[{ip}] said: 550-5.7.26 This mail has been blocked because "
                              "the sender is unauthenticated. {id} - gsmtp (in reply to end of DATA "
                              "command)"),
     "quota_hard": Reply("bounced", "552", "5.2.2", "mailbox_full",
                         "host {mx}[{ip}] said: 552 5.2.2 <{rcpt}>: Mailbox full "
                         "(in reply to RCPT TO command)"),
-    "blocklisted": Reply("bounced", "554", "5.7.1", "policy_blocked",
+    "blocklisted": Reply("bounced", "554", "5.7.1", "blocklisted",
                          "host {mx}[{ip}] said: 554 5.7.1 Service unavailable; Client host "
                          "[{our_ip}] blocked using zen.spamhaus.org (in reply to RCPT TO command)"),
     # Inbound mail and notices to our senders (LMTP to dovecot), cron mail (local).

@@ -7,15 +7,17 @@ Outside the test suite: rerun it after changing config/catalog.yaml to see where
     python3 bench/sisimai_compare.py        # from the repository root; --all lists agreements too
 
 The corpus: the reply part of every failure line in ../shared/corpus/format-samples.jsonl (every
-MTA), and PROVIDER_CASES of tests/test_explain.py. Each text goes to
+MTA), PROVIDER_CASES of tests/test_explain.py, and the documented replies of every provider of the
+catalog's table (REPLIES of tests/test_provider_replies.py, each with its provider's MX host). Each text goes to
   - Sisimai::Rhost->get for the remote hosts Sisimai has tables for (Google, Microsoft, ...; the
     host is read from "host NAME[" / "H=NAME [" / "relay=NAME"), as Sisimai itself does first, else
   - Sisimai::Reason->match(text): its text patterns, then its status-code table;
 and to our classifier through `explain` (the same text rules and codes as `parse` and the metrics).
 Sisimai's reasons map to our categories by SISIMAI_TO_OURS (a reason may fit several).
 A text is "agreed" when our category is in the mapped set, "sisimai gave up" when Sisimai answers
-undefined/onhold, and a "disagreement" otherwise. tests/test_explain.py pins the cases where we
-differ on purpose (with the reason); the rest were fixed in the catalog.
+undefined/onhold, and a "disagreement" otherwise. tests/test_explain.py (SISIMAI_DISAGREEMENTS)
+pins every kind of case where we differ on purpose, with the reason; the rest were fixed in the
+catalog.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from bounce_exporter.classify.explain import explain
 
 # Sisimai 4.25 reason -> our categories that mean the same (first: the closest).
 SISIMAI_TO_OURS: dict[str, tuple[str, ...]] = {
-    "blocked": ("policy_blocked",),  # client IP or host refused (block list, PTR, HELO)
+    "authfailure": ("sender_auth",),  # SPF, DKIM or DMARC failed (Sisimai 4.25's reason)
+    "badreputation": ("blocklisted",),  # refused for the IP's or domain's reputation
+    "blocked": ("blocklisted", "sender_auth"),  # client IP or host refused (block list, PTR, HELO)
     "contenterror": ("protocol",),  # malformed message, bad headers
     "delivered": ("none",),
     "exceedlimit": ("message_too_big",),  # message over a size limit
@@ -51,14 +55,19 @@ SISIMAI_TO_OURS: dict[str, tuple[str, ...]] = {
     "mailererror": ("local",),  # the local mailer program failed
     "mesgtoobig": ("message_too_big",),
     "networkerror": ("network", "dns"),  # Sisimai files DNS failures and loops here too
-    "norelaying": ("policy_blocked",),  # relay denied
+    "norelaying": ("relay_denied",),  # relay denied
     "notaccept": ("host_unknown", "unavailable"),  # null MX, 521/556, or not taking mail
+    "notcompliantrfc": ("protocol",),  # the message breaks RFC 5322
     "onhold": (),  # Sisimai could not decide
-    "policyviolation": ("policy_blocked", "spam_content"),
-    "rejected": ("policy_blocked",),  # envelope sender refused
-    "securityerror": ("auth_failure", "tls", "policy_blocked"),  # AUTH, TLS, "not authorized"
+    "policyviolation": ("policy_blocked", "spam_content", "virus"),
+    "ratelimited": ("rate_limited",),
+    "rejected": ("sender_rejected",),  # envelope sender refused
+    "requireptr": ("sender_auth",),  # no PTR record for the sending IP
+    # AUTH, TLS, and (4.25 has no AuthFailure yet: Sisimai 5 does) SPF/DKIM/DMARC failures
+    "securityerror": ("smtp_auth", "tls", "sender_auth"),
     "spamdetected": ("spam_content",),
-    "suspend": ("user_unknown",),  # mailbox disabled or suspended
+    "speeding": ("rate_limited",),
+    "suspend": ("mailbox_inactive",),  # mailbox disabled or suspended
     "syntaxerror": ("protocol",),
     "systemerror": ("unavailable", "local"),  # the other side's (or our) system failed
     "systemfull": ("system_full",),
@@ -66,7 +75,7 @@ SISIMAI_TO_OURS: dict[str, tuple[str, ...]] = {
     "undefined": (),  # Sisimai gave up
     "userunknown": ("user_unknown",),
     "vacation": ("other",),
-    "virusdetected": ("spam_content",),
+    "virusdetected": ("virus",),
 }
 GAVE_UP = {"undefined", "onhold", ""}
 
@@ -126,8 +135,11 @@ def corpus() -> list[tuple[str, str]]:
             code = explain(sample["line"], classifier).code
             texts.append((f"sample:{sample['mta']}", reply_part(sample["line"], code)))
     from tests.test_explain import PROVIDER_CASES
+    from tests.test_provider_replies import REPLIES
 
     texts += [("provider", case[0]) for case in PROVIDER_CASES]
+    texts += [(f"reply:{provider}", f"host {host}[192.0.2.1] said: {text}")
+              for provider, host, text, _ in REPLIES]
     seen: set[str] = set()
     return [(origin, text) for origin, text in texts if not (text in seen or seen.add(text))]
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TextIO
 
+from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.config import Config, SourceConfig, expand_sources
 from bounce_exporter.errors import ConfigError
@@ -319,6 +320,8 @@ def event_record(path: str, lineno: int, event: DeliveryEvent, verdict: Classifi
         "mta": event.mta, "queue_id": event.queue_id, "recipient": event.recipient,
         "domain": event.domain, "status": event.status, "code": event.code,
         "enhanced": event.enhanced, "kind": verdict.kind, "category": verdict.category,
+        "relay": event.relay,
+        "provider": packaged_catalog().providers.of(event.relay, event.text, event.domain),
         "text": event.text,
     }
 

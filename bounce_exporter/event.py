@@ -20,3 +20,7 @@ class DeliveryEvent:
     code: str | None  # basic reply code "431", or None when no SMTP reply was received
     enhanced: str | None  # enhanced status code "4.3.1", or None
     text: str  # the reply or error text
+    # the host the MTA was talking to, as it logged it (Postfix relay=, Exim H=, OpenSMTPD relay=,
+    # Sendmail relay=, Exchange FQDN=): lower case, without port or brackets; an IP address when
+    # only that was logged; None when the line names none. Says which provider answered.
+    relay: str | None = None

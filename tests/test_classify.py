@@ -71,10 +71,10 @@ CASES = [
      "name=hotmai.com type=A: Host found but no data record of requested type"), "hard", "dns"),
     ("deferred", None, None, "TLS session: (tls lib connect fn): timed out", "soft", "tls"),
     ("deferred", None, None, "Cannot start TLS: handshake failure", "soft", "tls"),
-    # text beats the basic code: 530 alone would be auth_failure
+    # text beats the basic code: 530 alone would be smtp_auth
     ("bounced", "530", "5.7.0", "530 5.7.0 Must issue a STARTTLS command first", "hard", "tls"),
     ("deferred", "554", "4.0.0", ("host mx.blocked.example[192.0.2.7] refused to talk to me: 554 "
-     "mx.blocked.example ESMTP not accepting messages from your IP"), "soft", "policy_blocked"),
+     "mx.blocked.example ESMTP not accepting messages from your IP"), "soft", "blocklisted"),
     ("bounced", None, None, "mail for mail.example.com loops back to myself", "hard", "local"),
     ("deferred", None, None, "delivery temporarily suspended: transport is unavailable",
      "soft", "local"),
@@ -104,10 +104,10 @@ CASES = [
      "soft", "greylisted"),
     ("bounced", "554", "5.7.1", ("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked "
      "using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.9"), "hard",
-     "policy_blocked"),
+     "blocklisted"),
     ("deferred", "571", "4.0.0", ("host relay.verizon.net[192.0.2.11] refused to talk to me: 571 "
      "Email from 192.0.2.138 is currently blocked by Verizon Online's anti-spam system."),
-     "soft", "policy_blocked"),
+     "soft", "blocklisted"),
     ("bounced", "550", "5.1.1", ("550 5.1.1 <nobody@example.com>: Recipient address rejected: User "
      "unknown in virtual mailbox table"), "hard", "user_unknown"),
     ("bounced", None, "5.1.2", "Host unknown (Name server: outlook.comm: host not found)",
@@ -118,7 +118,7 @@ CASES = [
      "message_too_big"),
     ("deferred", "535", "4.7.8", ("delivery temporarily suspended: SASL authentication failed; "
      "server smtp.example.com[192.0.2.10] said: 535 5.7.8 Error: authentication failed: "
-     "authentication failure"), "soft", "auth_failure"),
+     "authentication failure"), "soft", "smtp_auth"),
     ("deferred", "421", "4.4.0", "421 4.4.0 Remote server response was not RFC", "soft",
      "protocol"),
     # codes only: enhanced subject.detail, then the basic code
@@ -126,8 +126,9 @@ CASES = [
     ("bounced", "550", "5.1.1", "550 5.1.1 gone", "hard", "user_unknown"),
     # Postfix's synthesised 4.0.0 names no cause: the basic code 421 does
     ("deferred", "421", "4.0.0", "421 Service not available", "soft", "unavailable"),
-    # an unregistered detail falls back to its subject (X.7.X)
-    ("bounced", "550", "5.7.606", "550 5.7.606 Access denied", "hard", "policy_blocked"),
+    # an unregistered detail falls back to its subject (X.7.X); Microsoft's 5.7.606-649 are bans
+    ("bounced", "550", "5.7.606", "550 5.7.606 Access denied", "hard", "blocklisted"),
+    ("bounced", "550", "5.7.999", "550 5.7.999 Access denied", "hard", "policy_blocked"),
     ("bounced", "550", None, "550 Perm error", "hard", "other"),
     ("deferred", None, None, "retry time not reached", "soft", "other"),
     # kind is what the MTA decided, whatever the first digit says
@@ -143,14 +144,16 @@ CASES = [
      "destination queue. Reason: "), "soft", "expired"),
     # provider rules that override the registry's meaning of a reused code
     ("deferred", "421", "4.7.27", ("421-4.7.27 Your email has been rate limited because SPF "
-     "authentication 421-4.7.27 didn't pass for this message."), "soft", "policy_blocked"),
+     "authentication 421-4.7.27 didn't pass for this message."), "soft", "sender_auth"),
     ("deferred", "421", "4.7.29", "421-4.7.29 ... wasn't sent over a TLS connection", "soft",
      "tls"),
     # ...but only with the provider's words: the registry's X.7.27 (sender null MX) otherwise
     ("bounced", "550", "5.7.27", ("550 5.7.27 <a@example.com>: Sender address rejected: Domain "
-     "example.com does not accept mail (nullMX)"), "hard", "policy_blocked"),
+     "example.com does not accept mail (nullMX)"), "hard", "sender_rejected"),
+    ("bounced", "550", "5.7.27", "550 5.7.27 rejected", "hard",
+     "sender_rejected"),
     ("bounced", "553", "5.7.2", ("553 5.7.2 [TSS09] All messages from 192.0.2.66 will be "
-     "permanently deferred; Retrying will NOT succeed."), "hard", "policy_blocked"),
+     "permanently deferred; Retrying will NOT succeed."), "hard", "blocklisted"),
     ("bounced", "554", "5.7.9", "554 5.7.9 Message not accepted for policy reasons.", "hard",
      "policy_blocked"),  # the registry's X.7.9 would say a weak AUTH mechanism
     ("bounced", "550", "5.4.1", ("550 5.4.1 Recipient address rejected: Access denied. "

@@ -59,7 +59,7 @@ def test_parse_prints_every_key_of_every_event():
     assert result.returncode == 0
     events = [json.loads(line) for line in result.stdout.splitlines()]
     keys = ["file", "line", "time", "mta", "queue_id", "recipient", "domain", "status", "code",
-            "enhanced", "kind", "category", "text"]
+            "enhanced", "kind", "category", "relay", "provider", "text"]
     assert all(list(event) == keys for event in events)
     first = events[0]
     assert first["file"] == str(REAL_LOG)
@@ -72,6 +72,7 @@ def test_parse_prints_every_key_of_every_event():
     disk = next(e for e in events if e["domain"] == "disk-full.example")
     assert (disk["code"], disk["enhanced"], disk["kind"], disk["category"]) == (
         "431", "4.3.1", "soft", "system_full")
+    assert (disk["relay"], disk["provider"]) == ("127.0.0.1", "other")  # the lab's fake MX
 
 
 def test_parse_a_missing_file_says_so_and_exits_1(tmp_path):

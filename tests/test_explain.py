@@ -127,29 +127,29 @@ PROVIDER_CASES = [
     # The multi-line markers split the phrase ("SPF authentication 421-4.7.27 didn't pass").
     (("421-4.7.27 Your email has been rate limited because SPF authentication 421-4.7.27 didn't "
      "pass for this message. Gmail requires all bulk email 421-4.7.27 senders to authenticate "
-     "with SPF. - gsmtp"), "421", "4.7.27", "soft", "policy_blocked"),
+     "with SPF. - gsmtp"), "421", "4.7.27", "soft", "sender_auth"),
     (("550-5.7.27 Your email has been blocked because the sender is unauthenticated. 550-5.7.27 "
      "Gmail requires all senders to authenticate with either SPF or DKIM. - gsmtp"),
-     "550", "5.7.27", "hard", "policy_blocked"),
+     "550", "5.7.27", "hard", "sender_auth"),
     (("421-4.7.29 Your email has been rate limited because this message wasn't sent 421-4.7.29 "
      "over a TLS connection. Gmail requires all bulk email senders to use 421-4.7.29 TLS/SSL "
      "for SMTP connections. - gsmtp"), "421", "4.7.29", "soft", "tls"),
     (("421-4.7.30 Your email has been rate limited because DKIM authentication didn't 421-4.7.30 "
      "pass for this message. Gmail requires all email bulk senders to 421-4.7.30 authenticate "
-     "with DKIM. - gsmtp"), "421", "4.7.30", "soft", "policy_blocked"),
+     "with DKIM. - gsmtp"), "421", "4.7.30", "soft", "sender_auth"),
     (("550-5.7.30 Your email has been blocked because DKIM authentication didn't pass for "
       "550-5.7.30 "
-     "this message. - gsmtp"), "550", "5.7.30", "hard", "policy_blocked"),
+     "this message. - gsmtp"), "550", "5.7.30", "hard", "sender_auth"),
     (("550-5.7.26 Unauthenticated email from example.com is not accepted due to domain's "
      "550-5.7.26 DMARC policy. Please contact the administrator of example.com domain. - gsmtp"),
-     "550", "5.7.26", "hard", "policy_blocked"),
+     "550", "5.7.26", "hard", "sender_auth"),
     (("421-4.7.0 This message does not have authentication information or fails to 421-4.7.0 pass "
-     "authentication checks (SPF or DKIM). - gsmtp"), "421", "4.7.0", "soft", "policy_blocked"),
+     "authentication checks (SPF or DKIM). - gsmtp"), "421", "4.7.0", "soft", "sender_auth"),
     ("421-4.7.0 TLS required for RCPT domain, closing connection. - gsmtp", "421", "4.7.0", "soft",
      "tls"),
     (("550-5.7.25 [192.0.2.9] The IP address sending this message does not have a 550-5.7.25 PTR "
      "record setup, or the corresponding forward DNS entry does not 550-5.7.25 point to the "
-     "sending IP. - gsmtp"), "550", "5.7.25", "hard", "policy_blocked"),
+     "sending IP. - gsmtp"), "550", "5.7.25", "hard", "sender_auth"),
     ("450-4.2.1 The user you are trying to contact is receiving mail too quickly. - gsmtp",
      "450", "4.2.1", "soft", "rate_limited"),
     ("552-5.2.2 The email account that you tried to reach is over quota and inactive. - gsmtp",
@@ -167,13 +167,13 @@ PROVIDER_CASES = [
      "451", "4.7.650", "soft", "rate_limited"),
     (("550 5.7.1 Unfortunately, messages from [192.0.2.7] weren't sent. Please contact your "
      "Internet service provider since part of their network is on our block list (S3150)."),
-     "550", "5.7.1", "hard", "policy_blocked"),
+     "550", "5.7.1", "hard", "blocklisted"),
     (("550 5.7.606 Access denied, banned sending IP [192.0.2.8]. To request removal from this list "
-     "please visit https://sender.office.com/"), "550", "5.7.606", "hard", "policy_blocked"),
+     "please visit https://sender.office.com/"), "550", "5.7.606", "hard", "blocklisted"),
     ("550 5.7.705 Access denied, tenant has exceeded threshold", "550", "5.7.705", "hard",
-     "policy_blocked"),
+     "blocklisted"),
     ("550 5.7.708 Access denied, traffic not accepted from this IP.", "550", "5.7.708", "hard",
-     "policy_blocked"),
+     "blocklisted"),
     (("550 5.4.1 Recipient address rejected: Access denied. AS(201806281) "
      "[DB5EUR03FT012.eop-EUR03.prod.protection.outlook.com]"), "550", "5.4.1", "hard",
      "user_unknown"),
@@ -188,23 +188,23 @@ PROVIDER_CASES = [
      "421", "4.7.0", "soft", "rate_limited"),
     (("553 5.7.2 [TSS09] All messages from 192.0.2.66 will be permanently deferred; Retrying will "
      "NOT succeed. See https://postmaster.yahooinc.com/error-codes"), "553", "5.7.2", "hard",
-     "policy_blocked"),
+     "blocklisted"),
     (("554 5.7.9 Message not accepted for policy reasons.  See "
      "https://postmaster.yahooinc.com/error-codes"), "554", "5.7.9", "hard", "policy_blocked"),
     (("554 delivery error: dd This user doesn't have a yahoo.com account (nobody@yahoo.com) [0] - "
      "mta1234.mail.gq1.yahoo.com"), "554", None, "hard", "user_unknown"),
     # Block lists in 5.7.1 texts.
     (("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org; "
-     "https://www.spamhaus.org/query/ip/192.0.2.9"), "554", "5.7.1", "hard", "policy_blocked"),
+     "https://www.spamhaus.org/query/ip/192.0.2.9"), "554", "5.7.1", "hard", "blocklisted"),
     ("550 5.7.1 Blocked - see https://www.spamcop.net/bl.shtml?192.0.2.9", "550", "5.7.1", "hard",
-     "policy_blocked"),
+     "blocklisted"),
     (("554 Service unavailable; Client host [192.0.2.9] blocked using Barracuda Reputation, see "
      "http://www.barracudanetworks.com/reputation/?r=1&ip=192.0.2.9"), "554", None, "hard",
-     "policy_blocked"),
+     "blocklisted"),
     ("554 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.9", "554", None, "hard",
-     "policy_blocked"),
+     "blocklisted"),
     (("550 5.7.1 JunkMail rejected - mx.example.net [192.0.2.9] is in an RBL: see "
-     "http://www.spamhaus.org"), "550", "5.7.1", "hard", "policy_blocked"),
+     "http://www.spamhaus.org"), "550", "5.7.1", "hard", "blocklisted"),
     # Mailbox full, as 552 5.2.2 and as 452 4.1.1 "over quota" (4.1.1 alone reads "no such user").
     ("552 5.2.2 <nobody@example.com>: Mailbox full", "552", "5.2.2", "hard", "mailbox_full"),
     ("452 4.1.1 <nobody@example.com> user is over quota, please try again later", "452", "4.1.1",
@@ -275,17 +275,17 @@ SISIMAI_DISAGREEMENTS = [
      'Permanent failure: unrecognized patch header format")'), "local", "securityerror",
      "our own LMTP delivery failed; the recipient domain (ours) is not under attack"),
     (("550-5.7.27 Your email has been blocked because the sender is unauthenticated. 550-5.7.27 "
-     "Gmail requires all senders to authenticate with either SPF or DKIM."), "policy_blocked",
+     "Gmail requires all senders to authenticate with either SPF or DKIM."), "sender_auth",
      "notaccept", "Gmail reuses X.7.27 (registry: sender null MX) for failed SPF"),
     (("421-4.7.27 Your email has been rate limited because SPF authentication 421-4.7.27 didn't "
-     "pass for this message."), "policy_blocked", "spamdetected",
+     "pass for this message."), "sender_auth", "spamdetected",
      "the fix is the SPF record, not the content"),
     (("421-4.7.29 Your email has been rate limited because this message wasn't sent 421-4.7.29 "
      "over a TLS connection."), "tls", "spamdetected", "the fix is STARTTLS on our side"),
     ("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org",
-     "policy_blocked", "spamdetected",
+     "blocklisted", "spamdetected",
      "an IP on a block list: delisting fixes it, not the message content"),
-    ("550 5.7.1 JunkMail rejected - mx.example.net [192.0.2.9] is in an RBL", "policy_blocked",
+    ("550 5.7.1 JunkMail rejected - mx.example.net [192.0.2.9] is in an RBL", "blocklisted",
      "spamdetected", "an IP on a block list (RBL)"),
     (("host outlook-com.olc.protection.outlook.com[192.0.2.255] said: 451 4.7.650 The mail server "
      "[192.0.2.5] has been temporarily rate limited due to IP reputation. (S775)"), "rate_limited",
@@ -311,6 +311,25 @@ SISIMAI_DISAGREEMENTS = [
     (("host gmail-smtp-in.l.google.com[192.0.2.27] said: 550-5.7.1 [192.0.2.9 12] Our system has "
      "detected that this 550-5.7.1 message is likely unsolicited mail."), "spam_content",
      "securityerror", "Gmail judged the content; the multi-line marker splits Sisimai's phrase"),
+    # Kinds the finer category set (issue 15) and the provider replies brought:
+    (("553 5.7.2 [TSS09] All messages from 192.0.2.66 will be permanently deferred; Retrying will "
+      "NOT succeed."), "blocklisted", "securityerror",
+     "Yahoo blocks the IP for its reputation (complaints, volume): delisting fixes it, not AUTH/TLS"),
+    ("550-5.2.1 The email account that you tried to reach is inactive. - gsmtp",
+     "mailbox_inactive", "filtered",
+     "the mailbox is inactive (X.2.1, Gmail's DisabledUser page): stop sending, no filter to fix"),
+    ("550 permanent failure for one or more recipients (nobody@customer.example:blocked)",
+     "policy_blocked", "blocked",
+     "a Barracuda gateway's local policy; no block list named, so delisting cannot fix it"),
+    ("554 5.7.9 Message not accepted for policy reasons.", "policy_blocked", "securityerror",
+     ("Yahoo's policy refusal (content, authentication or reputation); X.7.9's registry meaning "
+     "(weak AUTH mechanism) does not apply: no AUTH takes place on port 25")),
+    ("550 5.7.1 Sender address rejected: DMARC policy violation", "sender_auth", "rejected",
+     "the sender address is fine; its domain's DMARC check failed: fix SPF/DKIM alignment"),
+    ("452 4.3.1 Temporary System Error", "unavailable", "systemfull",
+     "Zoho's text says a temporary error of its system (not taking mail now), not a full disk"),
+    ("552 5.7.1 virus Eicar-Test-Signature detected by Zoho Mail", "virus", "securityerror",
+     "a virus found in the message: scan it, nothing to fix in AUTH or TLS"),
 ]
 
 
@@ -336,7 +355,7 @@ def test_postfix_dsn_4_7_1_beside_a_554_greeting(classifier):
     line = next(line for line in REAL_LOG.read_text().splitlines()
                 if "dsn=4.7.1" in line and "refused to talk to me: 554" in line)
     e = explain(line, classifier)
-    assert (e.code, e.enhanced, e.kind, e.category) == ("554", "4.7.1", "hard", "policy_blocked")
+    assert (e.code, e.enhanced, e.kind, e.category) == ("554", "4.7.1", "hard", "blocklisted")
     assert "4.7.1 (the MTA's own dsn=)" in e.note and "Postfix's dsn=4.7.1" in e.note
     # Postfix skipped the host and deferred: parse and the metrics say soft
     assert classifier.classify("deferred", "554", "4.7.1", line).kind == "soft"
@@ -353,11 +372,11 @@ def test_multi_line_replies_read_their_first_code_and_match_across_the_markers(c
 @pytest.mark.parametrize(("text", "kind", "category"), [
     ("400 4.4.7 Message delayed", "soft", "expired"),  # Exchange's non-standard 400, a delay DSN
     ("431", "soft", "system_full"),
-    ("432", "soft", "auth_failure"),  # RFC 4954: a password transition is needed
+    ("432", "soft", "smtp_auth"),  # RFC 4954: a password transition is needed
     ("432 4.3.2 STOREDRV.Deliver; mailbox server is too busy", "soft", "unavailable"),
     ("571 Email from 192.0.2.1 is currently blocked by Verizon Online's anti-spam system",
-     "hard", "policy_blocked"),
-    ("571", "hard", "policy_blocked"),
+     "hard", "blocklisted"),
+    ("571", "hard", "blocklisted"),
 ])
 def test_codes_outside_the_standard_set(classifier, text, kind, category):
     e = explain(text, classifier)
@@ -373,7 +392,7 @@ def test_an_unregistered_code_is_judged_by_its_first_digit(classifier):
 
 def test_enhanced_codes_with_three_digit_fields(classifier):
     e = explain("5.7.705", classifier)
-    assert (e.enhanced, e.kind, e.category) == ("5.7.705", "hard", "policy_blocked")
+    assert (e.enhanced, e.kind, e.category) == ("5.7.705", "hard", "blocklisted")
     assert e.decided_by.startswith("text rule 'microsoft_tenant_blocked'")
     e = explain("451 4.7.650 whatever", classifier)
     assert (e.enhanced, e.category) == ("4.7.650", "rate_limited")

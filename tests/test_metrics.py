@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bounce_exporter import __version__
+from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.exposition.collector import MetricsCollector
@@ -16,6 +17,7 @@ def event(domain, status, code=None, enhanced=None):
                          code, enhanced, "text")
 
 
+PROVIDERS = packaged_catalog().providers.names
 SOFT_DISK = Classification("soft", "system_full")
 SENT = Classification(None, "none")
 
@@ -71,6 +73,11 @@ def test_exposition_text():
         'bounce_delivery_attempts_total{domain="disk.example"} 1.0',
         'bounce_failures_total{category="system_full",code="431",domain="disk.example",'
         'enhanced="4.3.1",kind="soft"} 1.0',
+        # every provider of the table starts at 0; an event naming no relay host is "other"
+        *[f'bounce_provider_delivery_attempts_total{{provider="{name}"}} '
+          f'{1.0 if name == "other" else 0.0}' for name in sorted([*PROVIDERS, "other"])],
+        ('bounce_provider_failures_total{category="system_full",code="431",enhanced="4.3.1",'
+         'kind="soft",provider="other"} 1.0'),
         'bounce_exporter_lines_read_total{source="/var/log/mail.log"} 7.0',
         'bounce_exporter_lines_not_understood_total{reason="malformed_delivery",'
         'source="/var/log/mail.log"} 1.0',

@@ -8,7 +8,8 @@ Besides the codes and rules the classifier uses, the catalog carries what ``expl
 category's severity and default actions, the severity levels, and per kind what the MTA does next.
 Those sections, and the other facts (what each event status means, the categories that name no
 cause, how explain judges a reply, the default persistent-deferral rules), are checked in facts.py;
-this module loads the file, checks the codes and text rules, and builds the Catalog.
+the provider table (who answered, by relay host) in providers.py. This module loads the file,
+checks the codes and text rules, and builds the Catalog.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ from bounce_exporter.classify.facts import (
     parse_status_kinds,
     parse_uninformative,
 )
+from bounce_exporter.classify.providers import ProviderTable, parse_providers
 from bounce_exporter.errors import ConfigError
 
 SECTIONS = ("categories", "severities", "kinds", "status_kinds", "uninformative_categories",
             "judging", "basic_codes", "enhanced_codes", "text_rules",
-            "default_persistent_deferrals")
+            "default_persistent_deferrals", "providers")
 INTENDED = ("success", "transient", "permanent", "either")
 ENHANCED_CLASSES = (2, 4, 5)
 
@@ -108,6 +110,7 @@ class Catalog:
     uninformative: frozenset[str]  # categories that name no cause: their codes are passed over
     judging: Judging | None  # None only in a catalog with problems
     default_persistent_deferrals: tuple[Any, ...]  # rule mappings (state.deferrals checks them)
+    providers: ProviderTable  # who answered: by relay host (providers.py)
 
     def basic(self, code: str | None) -> CodeInfo | None:
         return self.basic_codes.get(code) if code else None
@@ -215,6 +218,7 @@ def parse_catalog(data: Any, source: str, problems: list[str] | None = None) -> 
                             ENHANCED_FIELDS, names, problems, enhanced=True)
     rules = parse_text_rules(data.get("text_rules"), f"{source}: text_rules", names, problems)
     deferrals = parse_default_deferrals(data.get("default_persistent_deferrals"), source, problems)
+    providers = parse_providers(data.get("providers"), source, problems)
     if raise_here and problems:
         raise ConfigError(problems)
     return Catalog(source=source, categories=MappingProxyType(categories),
@@ -222,7 +226,7 @@ def parse_catalog(data: Any, source: str, problems: list[str] | None = None) -> 
                    text_rules=tuple(rules), severities=MappingProxyType(severities),
                    kinds=MappingProxyType(kinds), status_kinds=MappingProxyType(status_kinds),
                    uninformative=uninformative, judging=judging,
-                   default_persistent_deferrals=deferrals)
+                   default_persistent_deferrals=deferrals, providers=providers)
 
 
 def parse_text_rules(raw: Any, where: str, categories: set[str] | Mapping[str, Any],

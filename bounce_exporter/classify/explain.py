@@ -7,7 +7,8 @@ else (no code at all) the deciding text rule's `kind`. When the basic and the en
 disagree, the basic code wins and `note` says so (config/catalog.yaml, "How explain judges a
 reply"). What a digit says, and the notes, come from the catalog's `judging`; every descriptive text
 comes from the catalog: the deciding rule or code entry first, then the category's defaults, then
-the kind's.
+the kind's. The provider that answered (the catalog's provider table: by the relay host the text
+names, else the reply's markers) is named with its postmaster page.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from typing import TextIO
 from bounce_exporter.classify.catalog import CodeInfo, TextRule
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.classify.facts import Judging
+from bounce_exporter.parsers.relay import find_relay_in_line
 from bounce_exporter.parsers.reply import find_reply_in_line
 
 # The JSON object's keys, in order: parse's keys where they apply, then the descriptive ones.
 KEYS = ("text", "code", "enhanced", "kind", "category", "note", "meaning", "severity",
-        "sender_action", "recipient_action", "mta_next", "decided_by")
+        "sender_action", "recipient_action", "mta_next", "decided_by", "relay", "provider",
+        "postmaster")
 _WIDTH = 100
 _LABEL = 12
 
@@ -49,6 +52,10 @@ class Explanation:
     severity_description: str
     category_description: str
     kind_description: str
+    relay: str | None = None  # the host the text names (relay=, H=, "host X[...]")
+    provider: str = "other"  # the provider table's label ("other": none of them)
+    provider_name: str | None = None
+    postmaster: str | None = None  # the provider's postmaster page
 
     def as_dict(self) -> dict[str, str | None]:
         return {key: getattr(self, key) for key in KEYS}
@@ -94,6 +101,8 @@ def explain(text: str, classifier: Classifier) -> Explanation:
                      info.recipient_action)
     mta_next = next((s.mta_action for s in sources if s.mta_action and _fits(s, judged)),
                     catalog.kinds[judged].mta_next)
+    relay = find_relay_in_line(text)
+    provider = catalog.providers.get(catalog.providers.of(relay, text))
     return Explanation(
         text=text, code=code, enhanced=enhanced,
         kind=judged if judged in ("soft", "hard") else None,
@@ -102,7 +111,10 @@ def explain(text: str, classifier: Classifier) -> Explanation:
         mta_next=mta_next, decided_by=_decided_by(decider, code, enhanced, judged),
         judged=judged, severity_description=catalog.severities.get(info.severity, ""),
         category_description=info.description,
-        kind_description=catalog.kinds[judged].description)
+        kind_description=catalog.kinds[judged].description, relay=relay,
+        provider=provider.key if provider else "other",
+        provider_name=provider.name if provider else None,
+        postmaster=provider.postmaster if provider else None)
 
 
 def _judge(judging: Judging, code: str | None, enhanced: str | None,
@@ -194,6 +206,8 @@ def render(explanation: Explanation) -> str:
         ("MTA next", e.mta_next),
         ("decided by", e.decided_by),
     ]
+    if e.provider_name:
+        rows.append(("provider", f"{e.provider_name} ({e.provider}); postmaster: {e.postmaster}"))
     if e.note:
         rows.append(("note", e.note))
     lines = []

@@ -17,7 +17,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bounce_exporter import __version__
-from bounce_exporter.state.counters import CounterSnapshot, MetricState, SourceStats
+from bounce_exporter.state.counters import (
+    CounterSnapshot,
+    MetricState,
+    ProviderSnapshot,
+    SourceStats,
+)
 from bounce_exporter.state.deferrals import DeferralTracker
 from bounce_exporter.state.store import DeferralView, Snapshot, Store
 
@@ -95,6 +100,7 @@ def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:
                    ["domain", "kind", "code", "enhanced", "category"], counters.failures)
     yield _counter("bounce_expired", "Messages given up after the queue lifetime, per "
                    "recipient domain.", ["domain"], counters.expired)
+    yield from provider_families(counters.providers)
     yield from _source_families(counters.sources)
     yield _gauge("bounce_exporter_domains", "Distinct recipient domains with their own label "
                  "value (the cap is limits.max_domains, allow-listed domains besides).",
@@ -108,6 +114,17 @@ def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:
                              labels=["version"])
     info.add_metric([__version__], 1)
     yield info
+
+
+def provider_families(providers: ProviderSnapshot) -> Iterator[Metric]:
+    """Per provider (config/catalog.yaml providers, by relay host), every domain counted."""
+    yield _counter("bounce_provider_delivery_attempts", "Delivery attempts logged (sent, deferred "
+                   "or bounced), per provider that answered (by relay host; \"other\": none of "
+                   "the catalog's), whatever the recipient domain's label.", ["provider"],
+                   providers.attempts)
+    yield _counter("bounce_provider_failures", "Failed delivery attempts per provider that "
+                   "answered and reply: kind, basic and enhanced code, reason category.",
+                   ["provider", "kind", "code", "enhanced", "category"], providers.failures)
 
 
 def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:

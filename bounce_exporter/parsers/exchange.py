@@ -18,6 +18,8 @@
   whole status.
 - The reply is read at the start of a recipient's status, or after ``LED=`` (the last error of the
   ``[{LRT=...};{LED=...};{FQDN=...};{IP=...}]`` form) or ``SmtpResponse:``.
+- The relay (the remote host) is that form's ``FQDN=``, else, for ``SEND`` (to the next hop), the
+  ``server-hostname`` column; a line without either names none.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from datetime import datetime
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
+from bounce_exporter.parsers.relay import relay_host
 from bounce_exporter.parsers.reply import reply_at_or_after
 
 MTA = "exchange"
@@ -51,6 +54,7 @@ _EVENT_TAGS = (b"DEFER", b"FAIL", b"DELIVER", b"SEND")  # the event-id column de
 _REPLY_START = re.compile(r"(?:LED=|SmtpResponse:)")
 _NEXT_STATUS = re.compile(r";(?=\s*(?:[2-5]\d\d[ -]|\[?\{))")
 _LED_END = re.compile(r"\};|\}\]")
+_FQDN = re.compile(r"\{FQDN=(?P<host>[^};]*)")  # the remote host of a [{LRT=...};{FQDN=...}] status
 
 
 def exchange_reply(status: str) -> tuple[str | None, str | None]:
@@ -148,6 +152,9 @@ class ExchangeParser:
             raise LineNotUnderstood("bad_stamp") from None
         qid_column = columns.get("internal-message-id")
         qid = row[qid_column] if qid_column is not None and qid_column < len(row) else None
+        server_column = columns.get("server-hostname")
+        next_hop = (row[server_column] if event_id == "SEND" and server_column is not None
+                    and server_column < len(row) else None)
         recipients = [address.strip() for address in addresses.split(";") if address.strip()]
         if not recipients:
             raise LineNotUnderstood("no_recipient")
@@ -159,6 +166,8 @@ class ExchangeParser:
             text = text.strip()
             code, enhanced = exchange_reply(text)
             final = "expired" if status == "bounced" and "QUEUE.Expired" in text else status
+            fqdn = _FQDN.search(text)
+            relay = relay_host(fqdn.group("host") if fqdn else next_hop)
             events.append(DeliveryEvent(when, MTA, qid or None, recipient, domain_of(recipient),
-                                        final, code, enhanced, _reply_text(text)))
+                                        final, code, enhanced, _reply_text(text), relay))
         return events

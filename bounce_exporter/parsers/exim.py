@@ -39,6 +39,7 @@ from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.ledger import Ledger, LedgerParser
+from bounce_exporter.parsers.relay import relay_host
 from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -81,6 +82,9 @@ _REMOTE_ERROR = re.compile(
     r"(?:host \S+ \[[^\]]*\](?::\d+)?: )?"
 )
 _TRAILING_DT = re.compile(r" DT=\S+$")
+# The host of the delivery: " H=name [ip]:port" (Exim writes the address as the name when it has
+# none, and "H=[ip]" for an IP literal)
+_HOST_FIELD = re.compile(r" H=(?P<host>[^\s\[]*)(?: ?\[(?P<ip>[^\]]*)\])?")
 
 
 def remote_reply(message: str) -> tuple[str | None, str | None]:
@@ -150,21 +154,23 @@ class EximParser(LedgerParser):
         recipient = _recipient(address.group("addr"), address.group("parent"),
                                address.group("orig"))
         tail = rest[address.end():]
+        host = _HOST_FIELD.search(tail)
+        relay = relay_host(host.group("host"), host.group("ip")) if host else None
         if flag in ("=>", "->"):
             confirm = _CONFIRM.search(tail)
             text = confirm.group("reply") if confirm else ""
             code, enhanced = reply_at(text) if text else (None, None)
-            return (self._event(when, qid, recipient, "sent", code, enhanced, text),)
+            return (self._event(when, qid, recipient, "sent", code, enhanced, text, relay),)
         if flag == "==":
-            return self._deferral(when, qid, recipient, tail)
+            return self._deferral(when, qid, recipient, tail, relay)
         text = _failure_text(tail)
         if is_expiry(text):
             return (self._expiry(when, qid, recipient, text),)
         code, enhanced = remote_reply(text)
-        return (self._event(when, qid, recipient, "bounced", code, enhanced, text),)
+        return (self._event(when, qid, recipient, "bounced", code, enhanced, text, relay),)
 
-    def _deferral(self, when: float, qid: str, recipient: str,
-                  tail: str) -> Sequence[DeliveryEvent]:
+    def _deferral(self, when: float, qid: str, recipient: str, tail: str,
+                  relay: str | None) -> Sequence[DeliveryEvent]:
         defer = _DEFER.search(tail)
         if defer is None:
             raise LineNotUnderstood("malformed_deferral")
@@ -184,12 +190,12 @@ class EximParser(LedgerParser):
             return ()
         text = ": ".join(part for part in (strerror, message) if part)
         code, enhanced = remote_reply(message)
-        return (self._event(when, qid, recipient, "deferred", code, enhanced, text),)
+        return (self._event(when, qid, recipient, "deferred", code, enhanced, text, relay),)
 
     def _event(self, when: float, qid: str, recipient: str, status: str, code: str | None,
-               enhanced: str | None, text: str) -> DeliveryEvent:
+               enhanced: str | None, text: str, relay: str | None = None) -> DeliveryEvent:
         event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), status, code,
-                              enhanced, text)
+                              enhanced, text, relay)
         if status == "deferred":
             self._pending.defer(qid, recipient, event)
         else:
@@ -202,7 +208,7 @@ class EximParser(LedgerParser):
             return DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), "expired",
                                  None, None, text)
         return DeliveryEvent(when, MTA, qid, recipient, last.domain, "expired", last.code,
-                             last.enhanced, last.text)
+                             last.enhanced, last.text, last.relay)
 
     def _time(self, stamp: str, tz: str | None) -> float:
         key = (stamp, tz)

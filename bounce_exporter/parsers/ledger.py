@@ -171,21 +171,25 @@ class LedgerParser:
 
 def event_to_state(event: DeliveryEvent) -> list:
     return [event.time, event.mta, event.queue_id, event.recipient, event.domain, event.status,
-            event.code, event.enhanced, event.text]
+            event.code, event.enhanced, event.text, event.relay]
 
 
 def event_from_state(data: object) -> DeliveryEvent | None:
-    """The event saved by ``event_to_state``; None for anything malformed."""
-    if not isinstance(data, list) or len(data) != 9:
+    """The event saved by ``event_to_state``; None for anything malformed. (A state file written
+    before events had a relay holds 9 fields: its events have none.)"""
+    if not isinstance(data, list) or len(data) not in (9, 10):
         return None
-    when, mta, qid, recipient, domain, status, code, enhanced, text = data
+    when, mta, qid, recipient, domain, status, code, enhanced, text, *rest = data
+    relay = rest[0] if rest else None
     if isinstance(when, bool) or not isinstance(when, (int, float)) or status not in STATUSES:
         return None
     if not (isinstance(mta, str) and isinstance(text, str)):
         return None
-    if not all(v is None or isinstance(v, str) for v in (qid, recipient, domain, code, enhanced)):
+    if not all(v is None or isinstance(v, str)
+               for v in (qid, recipient, domain, code, enhanced, relay)):
         return None
-    return DeliveryEvent(float(when), mta, qid, recipient, domain, status, code, enhanced, text)
+    return DeliveryEvent(float(when), mta, qid, recipient, domain, status, code, enhanced, text,
+                         relay)
 
 
 def _message_from_state(entry: object) -> tuple[str, dict[str, Waiting]] | None:

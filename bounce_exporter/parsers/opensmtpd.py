@@ -40,6 +40,7 @@ from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.ledger import Ledger, LedgerParser, event_from_state, event_to_state
+from bounce_exporter.parsers.relay import opensmtpd_relay, sendmail_relay
 from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -64,6 +65,8 @@ _OLD_STYLE = re.compile(
 )
 _OLD_TO = re.compile(r"(?:^|, )to=(?:<(?P<angle>[^>]*)>|(?P<bare>[^,\s]*))")
 _OLD_SESSION = re.compile(r"(?:^|, )session=(?P<sid>[0-9a-f]{16})")
+_RELAY = re.compile(r' relay=(?P<relay>"[^"]*"|\S+)')  # relay="192.0.2.1 (mx.example.com)"
+_OLD_RELAY = re.compile(r"(?:^|, )relay=(?P<relay>[^,]*)")  # 5.x: relay=mx.example.com [192.0.2.1]
 _STAGE_REJECTED = re.compile(r"[A-Z]+ rejected: ")
 _SERVER_ERROR = re.compile(r"(?:LMTP|SMTP) server error: ")
 
@@ -149,8 +152,10 @@ class OpenSMTPDParser(LedgerParser):
             stat = match.group("stat")
             if len(stat) >= 2 and stat[0] == '"' and stat[-1] == '"':
                 stat = stat[1:-1]
+            relay = _RELAY.search(rest, match.end("to"), match.start("result"))
             return self._delivery(when, sid, match.group("evpid"), match.group("to"),
-                                  match.group("result"), stat)
+                                  match.group("result"), stat,
+                                  opensmtpd_relay(relay.group("relay")) if relay else None)
         if agent != "mta":
             return ()
         if what == "connecting":
@@ -164,7 +169,7 @@ class OpenSMTPDParser(LedgerParser):
         return ()
 
     def _delivery(self, when: float, sid: str | None, evpid: str, to: str, result: str,
-                  stat: str) -> Sequence[DeliveryEvent]:
+                  stat: str, relay: str | None = None) -> Sequence[DeliveryEvent]:
         status = STATUS_OF.get(result)
         if status is None:
             return ()
@@ -181,9 +186,10 @@ class OpenSMTPDParser(LedgerParser):
             last = self._pending.forget(evpid, "")
             if last is not None:
                 return (DeliveryEvent(when, MTA, evpid, last.recipient, last.domain, "expired",
-                                      last.code, last.enhanced, last.text),)
+                                      last.code, last.enhanced, last.text, last.relay),)
         code, enhanced = stat_reply(stat)
-        event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, code, enhanced, stat)
+        event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, code, enhanced, stat,
+                              relay)
         if status == "deferred":
             self._pending.defer(evpid, "", event)
         else:
@@ -197,9 +203,11 @@ class OpenSMTPDParser(LedgerParser):
             raise LineNotUnderstood("malformed_delivery")
         recipient = to.group("angle") if to.group("angle") is not None else to.group("bare")
         session = _OLD_SESSION.search(fields)
+        relay = _OLD_RELAY.search(fields)
         return self._delivery(when, session.group("sid") if session else None,
                               match.group("evpid"), recipient, match.group("result"),
-                              match.group("stat"))
+                              match.group("stat"),
+                              sendmail_relay(relay.group("relay")) if relay else None)
 
     def _session_error(self, when: float, sid: str, reason: str) -> Sequence[DeliveryEvent]:
         session = self._sessions.pop(sid, None)

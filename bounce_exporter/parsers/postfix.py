@@ -27,6 +27,7 @@ from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.ledger import Ledger, LedgerParser
+from bounce_exporter.parsers.relay import find_relay_in_line, postfix_relay
 from bounce_exporter.parsers.reply import DSN_FIELD, REPLY, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 
@@ -42,7 +43,7 @@ _ADDRESS = r"(?:<(?P<{0}>[^>]*)>|(?P<{0}_bare>[^\s,]*))"
 _REPLY_AT_START = r"(?:host \S+ (?:said|refused to talk to me): )?\s*" + REPLY
 _DELIVERY_MESSAGE = (
     r"\s*(?P<qid>[^\s:]+): to=" + _ADDRESS.format("rcpt")
-    + r", (?:orig_to=(?:<[^>]*>|[^\s,]*), )?relay=[^,]*, (?:conn_use=\d+, )?delay=[\d.]+, "
+    + r", (?:orig_to=(?:<[^>]*>|[^\s,]*), )?relay=(?P<relay>[^,]*), (?:conn_use=\d+, )?delay=[\d.]+, "
     r"(?:delays=[\d./]+, )?(?:dsn=(?P<dsn>" + DSN_FIELD + r"), )?status=(?P<status>[\w-]+)"
     r"(?: \((?P<text>(?:" + _REPLY_AT_START + r")?.*)\))?\s*$"
 )
@@ -53,8 +54,8 @@ _AGENT_DELIVERY = re.compile(
     r"(?:" + "|".join(sorted(DELIVERY_AGENTS)) + r")(?:\[\d+\])?: " + _DELIVERY_MESSAGE,
     re.DOTALL,
 )
-_AGENT_DELIVERY_GROUPS = ("mon", "day", "hms", "iso", "instance", "qid", "rcpt", "rcpt_bare", "dsn",
-                          "status", "text", "code", "enhanced")
+_AGENT_DELIVERY_GROUPS = ("mon", "day", "hms", "iso", "instance", "qid", "rcpt", "rcpt_bare",
+                          "relay", "dsn", "status", "text", "code", "enhanced")
 assert tuple(_AGENT_DELIVERY.groupindex) == _AGENT_DELIVERY_GROUPS  # the order parse() unpacks
 _REMOVED = b": removed"
 # qmgr's expiry: the queue lifetime ran out, or ``postsuper -f`` forced it (Postfix 3.5 and later)
@@ -125,12 +126,12 @@ class PostfixParser(LedgerParser):
         line = raw.decode("utf-8", "replace")
         match = _AGENT_DELIVERY.match(line)
         if match is not None:  # the usual case: header, delivery and reply read at once
-            (mon, day, hms, iso, instance, qid, rcpt, rcpt_bare, dsn, status, text, code,
+            (mon, day, hms, iso, instance, qid, rcpt, rcpt_bare, relay, dsn, status, text, code,
              enhanced) = match.groups()
             when = self._stamps.time_of(mon, day, hms, iso)
             if when is None:
                 raise LineNotUnderstood("no_header")
-            return self._delivery(when, instance, qid, rcpt, rcpt_bare, dsn, status, text,
+            return self._delivery(when, instance, qid, rcpt, rcpt_bare, relay, dsn, status, text,
                                   code, enhanced)
         header = parse_header(line, self._stamps)
         if header is None:
@@ -148,14 +149,15 @@ class PostfixParser(LedgerParser):
         match = _DELIVERY.match(message)
         if match is None:
             raise LineNotUnderstood("malformed_delivery")
-        qid, rcpt, rcpt_bare, dsn, status, text, code, enhanced = match.group(
-            "qid", "rcpt", "rcpt_bare", "dsn", "status", "text", "code", "enhanced")
-        return self._delivery(when, instance, qid, rcpt, rcpt_bare, dsn, status, text, code,
-                              enhanced)
+        qid, rcpt, rcpt_bare, relay, dsn, status, text, code, enhanced = match.group(
+            "qid", "rcpt", "rcpt_bare", "relay", "dsn", "status", "text", "code", "enhanced")
+        return self._delivery(when, instance, qid, rcpt, rcpt_bare, relay, dsn, status, text,
+                              code, enhanced)
 
     def _delivery(self, when: float, instance: str, qid: str, rcpt: str | None,
-                  rcpt_bare: str | None, dsn: str | None, status: str, text: str | None,
-                  code: str | None, enhanced: str | None) -> Sequence[DeliveryEvent]:
+                  rcpt_bare: str | None, relay: str, dsn: str | None, status: str,
+                  text: str | None, code: str | None,
+                  enhanced: str | None) -> Sequence[DeliveryEvent]:
         status = STATUS_OF.get(status)
         if status is None:  # address verification (deliverable/undeliverable) and the like
             return ()
@@ -164,8 +166,10 @@ class PostfixParser(LedgerParser):
         elif code is None:  # not where the regex looks: wherever find_reply finds it
             code, enhanced = find_reply(text)
         recipient = rcpt if rcpt is not None else rcpt_bare
+        # relay=none: no session, but the text names the host it tried ("connect to HOST[IP]")
+        host = postfix_relay(relay) if relay != "none" else find_relay_in_line(text)
         event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), status, code,
-                              dsn or enhanced, text)
+                              dsn or enhanced, text, host)
         if status == "deferred" or qid in self._pending:  # else nothing to remember or forget
             self._remember(instance, event)
         return (event,)
@@ -183,7 +187,7 @@ class PostfixParser(LedgerParser):
                                   f"{match.group('how')}, returned to sender"),)
         return tuple(
             DeliveryEvent(when, MTA, qid, last.recipient, last.domain, "expired", last.code,
-                          last.enhanced, last.text)
+                          last.enhanced, last.text, last.relay)
             for last in pending
         )
 

@@ -31,6 +31,7 @@ from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
 from bounce_exporter.parsers.ledger import Ledger, LedgerParser
+from bounce_exporter.parsers.relay import sendmail_relay
 from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
@@ -40,6 +41,7 @@ MAX_EXPIRED_REMEMBERED = 10_000
 
 _DELIVERY = re.compile(r"(?P<qid>[^\s:]+): to=(?P<to>.*?)(?:, [a-z]+=|$)", re.DOTALL)
 _DSN = re.compile(r", dsn=(?P<dsn>" + DSN_FIELD + r")(?=,|$)")
+_RELAY = re.compile(r", relay=(?P<relay>[^,]*)")
 _EXPIRED = re.compile(
     r"(?P<qid>[^\s:]+): [^\s:]+: (?:sender notify|return to sender|postmaster notify|DSN): "
     r"(?P<text>Cannot send message for .*)$", re.DOTALL)
@@ -105,6 +107,8 @@ class SendmailParser(LedgerParser):
         stat = message[stat_at + len(", stat="):]
         dsn = _DSN.search(message, match.end("to"), stat_at + 1)
         enhanced = dsn.group("dsn") if dsn else None
+        relay_field = _RELAY.search(message, match.end("to"), stat_at + 1)
+        relay = sendmail_relay(relay_field.group("relay")) if relay_field else None
         if stat.startswith("Sent"):
             status = "sent"
             code = reply_at(stat, 6)[0] if stat.startswith("Sent (") else None
@@ -124,7 +128,7 @@ class SendmailParser(LedgerParser):
         events = []
         for recipient in recipients:
             event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), status, code,
-                                  enhanced, stat)
+                                  enhanced, stat, relay)
             self._remember(event)
             events.append(event)
         return events
@@ -147,7 +151,7 @@ class SendmailParser(LedgerParser):
                                   match.group("text")),)
         return tuple(
             DeliveryEvent(when, MTA, qid, last.recipient, last.domain, "expired", last.code,
-                          last.enhanced, last.text)
+                          last.enhanced, last.text, last.relay)
             for last in pending
         )
 

@@ -1,7 +1,8 @@
 """Counter state: plain counters per label set, counted in dicts (cheap on the hot path).
 
 ``exposition.collector`` turns a snapshot of them into metric families at each scrape. The
-``domain`` label is bounded by ``DomainLabels``.
+``domain`` label is bounded by ``DomainLabels``; the ``provider`` label (``ProviderCounters``) by the
+catalog's provider table, and it counts every event, whatever its domain label.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification
+from bounce_exporter.classify.providers import ProviderTable
 from bounce_exporter.event import DeliveryEvent
 
 NO_VALUE = "none"  # label value for a reply without a code or enhanced code
@@ -82,6 +85,38 @@ class SourceStats:
         return twin
 
 
+class ProviderCounters:
+    """Attempts and failures per provider (classify.providers): who answered, by relay host. Not
+    capped by domain: a customer's Workspace domain past the domain cap is still "google"."""
+
+    def __init__(self, table: ProviderTable | None = None):
+        self.table = table if table is not None else packaged_catalog().providers
+        self.attempts: dict[str, int] = defaultdict(int)
+        self.failures: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+        for name in self.table.names:  # the table is known in advance: series start at 0
+            self.attempts[name] += 0
+
+    def record(self, event: DeliveryEvent, classification: Classification) -> None:
+        """Count one attempt (sent, deferred, bounced; an expiry is no attempt)."""
+        status = event.status
+        if status == "expired":
+            return
+        provider = self.table.of(event.relay, event.text, event.domain)
+        self.attempts[provider] += 1
+        if status != "sent":
+            self.failures[(provider, classification.kind or NO_VALUE, event.code or NO_VALUE,
+                           event.enhanced or NO_VALUE, classification.category)] += 1
+
+    def snapshot(self) -> ProviderSnapshot:
+        return ProviderSnapshot(dict(self.attempts), dict(self.failures))
+
+
+@dataclass(frozen=True)
+class ProviderSnapshot:
+    attempts: dict[str, int]  # provider -> attempts
+    failures: dict[tuple[str, str, str, str, str], int]  # (provider, kind, code, enhanced, category)
+
+
 @dataclass(frozen=True)
 class CounterSnapshot:
     """A copy of every counter of ``MetricState``, taken under its lock."""
@@ -94,14 +129,17 @@ class CounterSnapshot:
     labelled: int
     overflowed: int
     state_write_errors: int
+    providers: ProviderSnapshot = ProviderSnapshot({}, {})
 
 
 class MetricState:
     """Every counter the exporter exposes about deliveries and its own reading."""
 
-    def __init__(self, domains: DomainLabels | None = None):
+    def __init__(self, domains: DomainLabels | None = None,
+                 providers: ProviderCounters | None = None):
         self.lock = threading.Lock()
         self.domains = domains or DomainLabels()
+        self.providers = providers if providers is not None else ProviderCounters()
         self.attempts: dict[str, int] = defaultdict(int)
         self.deliveries: dict[str, int] = defaultdict(int)
         self.expired: dict[str, int] = defaultdict(int)
@@ -114,6 +152,7 @@ class MetricState:
 
     def record(self, event: DeliveryEvent, classification: Classification) -> None:
         """Count one delivery event (caller holds ``lock``)."""
+        self.providers.record(event, classification)
         domain = event.domain
         if domain not in self.domains._labelled:  # a domain with its own label is its label
             domain = self.domains.label(domain)
@@ -134,7 +173,8 @@ class MetricState:
         return CounterSnapshot(
             dict(self.attempts), dict(self.deliveries), dict(self.expired), dict(self.failures),
             {name: stats.copy() for name, stats in self.sources.items()},
-            self.domains.labelled, self.domains.overflowed_events, self.state_write_errors)
+            self.domains.labelled, self.domains.overflowed_events, self.state_write_errors,
+            self.providers.snapshot())
 
     def apply(self, max_domains: int) -> None:
         """A reloaded domain cap (caller holds ``lock``); domains labelled keep their label."""

@@ -1,0 +1,351 @@
+"""Provider replies: for each provider of the catalog's table, the replies its postmaster pages (or,
+where it publishes none, the pages that collect them) document, each with the category it must
+get. The comment above each case names where the text is documented; addresses and IPs are
+example values. The rules that decide them are the catalog's own (config/catalog.yaml text_rules).
+bench/sisimai_compare.py compares these with Sisimai too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bounce_exporter.classify.catalog import packaged_catalog
+from bounce_exporter.classify.classifier import Classifier
+from bounce_exporter.classify.explain import explain
+
+GOOGLE_ERRORS = "https://support.google.com/a/answer/3726730 (Gmail SMTP errors and codes)"
+MS_ERRORS = "https://sendersupport.olc.protection.outlook.com/pm/troubleshooting.aspx"
+YAHOO_ERRORS = "https://senders.yahooinc.com/smtp-error-codes/"
+
+# (provider, its MX/relay host, reply text, category)
+REPLIES = [
+    # --- google: GOOGLE_ERRORS -------------------------------------------------------------------
+    ("google", "gmail-smtp-in.l.google.com",
+     ("421-4.7.27 Your email has been rate limited because SPF authentication didn't pass for this "
+     "message. Gmail requires all bulk email senders to authenticate their email with SPF. - gsmtp"),
+     "sender_auth"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("550-5.7.26 This email has been blocked because the sender is unauthenticated. Gmail requires "
+     "all senders to authenticate with either SPF or DKIM. - gsmtp"), "sender_auth"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("550-5.7.25 This message was blocked because the sending IP address doesn't have a PTR "
+     "record, or the forwarding DNS entry doesn't reference the sending IP address. - gsmtp"),
+     "sender_auth"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("550-5.7.40 Your message was blocked because the sending domain doesn't have a DMARC record "
+     "or the DMARC record doesn't specify a DMARC policy. - gsmtp"), "sender_auth"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("421-4.7.0 This message is suspicious due to the very low reputation of the sending IP "
+     "address. To protect our users from spam, email sent from your IP address has been "
+     "temporarily rate limited. - gsmtp"), "blocklisted"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("421-4.7.28 Gmail has detected an unusual rate of unsolicited email originating from your IP "
+     "Netblock 192.0.2.0/24. To protect our users from spam, email sent from your IP Netblock has "
+     "been temporarily rate limited. - gsmtp"), "rate_limited"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("550-5.1.1 The email account that you tried to reach does not exist. Please double-check the "
+     "recipient's email address for typos or unnecessary spaces. - gsmtp"), "user_unknown"),
+    ("google", "gmail-smtp-in.l.google.com",
+     "550-5.2.1 The email account that you tried to reach is inactive. - gsmtp",
+     "mailbox_inactive"),
+    ("google", "gmail-smtp-in.l.google.com",
+     "550 5.2.1 The email account that you tried to reach is disabled", "mailbox_inactive"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("452-4.2.2 The recipient's inbox is out of storage space. Please direct the recipient to "
+     "Manage files in your Google Drive storage. - gsmtp"), "mailbox_full"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("552-5.7.0 This message was blocked because its content presents a potential security issue. "
+     "To review our message content and attachment content guidelines, go to File types blocked "
+     "in Gmail. - gsmtp"), "virus"),
+    ("google", "gmail-smtp-in.l.google.com",
+     ("550-5.7.1 This message is likely unsolicited email. To reduce the amount of spam sent to "
+     "Gmail, this message has been blocked. - gsmtp"), "spam_content"),
+    ("google", "smtp-relay.gmail.com",
+     ("550-5.7.0 Email relay denied 192.0.2.9. Invalid credentials for relay for one of the domains "
+     "in: example.com (as obtained from HELO and (E)MAIL FROM). - gsmtp"), "relay_denied"),
+    ("google", "smtp.gmail.com",
+     "535-5.7.80 Username and Password not accepted. - gsmtp", "smtp_auth"),
+    ("google", "gmail-smtp-in.l.google.com",
+     "553-5.1.7 The sender address <nobody@> is not a valid RFC 5321 address. - gsmtp",
+     "sender_rejected"),
+    # --- microsoft: MS_ERRORS, and Exchange Online's NDR reference
+    # https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online/non-delivery-reports-in-exchange-online
+    ("microsoft", "hotmail-com.olc.protection.outlook.com",
+     ("421 RP-001 (BAY004-MC1F12) Unfortunately, some messages from 192.0.2.9 weren't sent. Please "
+     "try again. We have limits for how many messages can be sent per hour and per day."),
+     "rate_limited"),
+    ("microsoft", "hotmail-com.olc.protection.outlook.com",
+     ("550 5.7.515 Access denied, sending domain example.com does not meet the required "
+     "authentication level."), "sender_auth"),
+    ("microsoft", "hotmail-com.olc.protection.outlook.com",
+     ("550 SC-001 (BAY004-MC1F12) Unfortunately, messages from 192.0.2.9 weren't sent. Please "
+     "contact your Internet service provider since part of their network is on our block list."),
+     "blocklisted"),
+    ("microsoft", "hotmail-com.olc.protection.outlook.com",
+     ("550 DY-001 (SNT004-MC1F12) Unfortunately, messages from 192.0.2.9 weren't sent. We generally "
+     "do not accept email from dynamic IP's."), "blocklisted"),
+    ("microsoft", "customer-com.mail.protection.outlook.com",
+     ("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient nobody@customer.example not found by "
+     "SMTP address lookup"), "user_unknown"),
+    ("microsoft", "customer-com.mail.protection.outlook.com",
+     "550 5.7.23 The message was rejected because of Sender Policy Framework violation",
+     "sender_auth"),
+    ("microsoft", "customer-com.mail.protection.outlook.com",
+     ("550 5.7.1 Service unavailable, Client host [192.0.2.9] blocked using Spamhaus. To request "
+     "removal from this list see https://www.spamhaus.org/query/ip/192.0.2.9 (AS3130)"),
+     "blocklisted"),
+    ("microsoft", "smtp.office365.com",
+     "535 5.7.139 Authentication unsuccessful, the user credentials were incorrect.",
+     "smtp_auth"),
+    ("microsoft", "customer-com.mail.protection.outlook.com",
+     "550 5.7.64 TenantAttribution; Relay Access Denied", "relay_denied"),
+    # --- yahoo: YAHOO_ERRORS (its sections: complaints, unsolicited, authentication, content,
+    # recipient does not exist) and https://help.yahoo.com/kb/SLN3436.html (TS03)
+    ("yahoo", "mta7.am0.yahoodns.net",
+     ("421 4.7.0 [TSS04] Messages from 192.0.2.9 temporarily deferred due to unexpected volume or "
+     "user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"),
+     "rate_limited"),
+    ("yahoo", "mta7.am0.yahoodns.net",
+     ("421 4.7.1 [TS03] All messages from 192.0.2.9 will be permanently deferred; Retrying will NOT "
+     "succeed. See https://postmaster.yahooinc.com/error-codes"), "blocklisted"),
+    ("yahoo", "mta7.am0.yahoodns.net",
+     ("554 5.7.9 Message not accepted for policy reasons.  See "
+     "https://postmaster.yahooinc.com/error-codes"), "policy_blocked"),
+    ("yahoo", "mta7.am0.yahoodns.net",
+     ("550 5.7.9 This mail has been blocked because the sender is unauthenticated. Yahoo requires "
+     "all senders to authenticate with either SPF or DKIM."), "sender_auth"),
+    ("yahoo", "mta7.am0.yahoodns.net",
+     "554 5.7.9 Message not accepted for policy reasons. [PH01]", "virus"),
+    ("yahoo", "mta7.am0.yahoodns.net",
+     ("554 delivery error: dd This user doesn't have a yahoo.com account (nobody@yahoo.com) [0] - "
+     "mta1234.mail.gq1.yahoo.com"), "user_unknown"),
+    ("yahoo", "mx-aol.mail.gm0.yahoodns.net",
+     ("554 delivery error: dd Sorry your message to nobody@aol.com cannot be delivered. This "
+     "account has been disabled or discontinued [#102]. - mta1234.mail.gq1.yahoo.com"),
+     "mailbox_inactive"),
+    ("yahoo", "mta7.am0.yahoodns.net",
+     ("553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.9, because the ip is in "
+     "Spamhaus's list; see http://postmaster.yahoo.com/errors/550-bl21.html"), "blocklisted"),
+    # --- apple: https://support.apple.com/en-us/102322 (iCloud Mail postmaster) points to its
+    # replies' own links (HT204137); texts as collected at https://smtp.codes/icloud
+    ("apple", "mx01.mail.icloud.com",
+     ("421 4.7.1 Messages to nobody@icloud.com deferred due to excessive volume. Try again later - "
+     "https://support.apple.com/en-us/HT204137"), "rate_limited"),
+    ("apple", "mx01.mail.icloud.com",
+     "550 5.1.1 <nobody@icloud.com>: user does not exist", "user_unknown"),
+    ("apple", "mx01.mail.icloud.com",
+     ("550 5.7.1 [CS01] Message rejected due to local policy. Please visit "
+     "https://support.apple.com/en-us/HT204137"), "policy_blocked"),
+    ("apple", "mx01.mail.icloud.com",
+     "550 5.7.1 Your message was rejected due to example.com DMARC policy.", "sender_auth"),
+    ("apple", "mx01.mail.icloud.com",
+     ("550 5.7.1 Your email was rejected due to having a domain present in the Spamhaus DBL -- see "
+     "https://www.spamhaus.org/dbl/"), "blocklisted"),
+    ("apple", "mx01.mail.icloud.com",
+     "554 5.7.1 [HME1] Message rejected: both SPF and DKIM failed", "sender_auth"),
+    # --- comcast: https://postmaster.comcast.net/ mail error codes (BL000000, BL000001, ...,
+    # "421 - [Too many sessions opened]", "421 - [Reverse DNS failure : Try again later]")
+    ("comcast", "mx1.comcast.net",
+     ("554 resimta-po-22v.sys.comcast.net comcast 192.0.2.9 Comcast block for spam. Please see "
+     "http://postmaster.comcast.net/smtp-error-codes.php#BL000000"), "blocklisted"),
+    ("comcast", "mx1.comcast.net",
+     ("554 resimta-po-22v.sys.comcast.net comcast 192.0.2.9 found on one or more RBLs "
+     "(zen.spamhaus.org). Refer to http://postmaster.comcast.net/smtp-error-codes.php#BL000001"),
+     "blocklisted"),
+    ("comcast", "mx1.comcast.net",
+     "421 resimta-po-22v.sys.comcast.net Too many sessions opened", "rate_limited"),
+    ("comcast", "mx1.comcast.net",
+     "421 resimta-po-22v.sys.comcast.net Reverse DNS failure : Try again later",
+     "sender_auth"),
+    # --- att: http://rbl.att.net/block_enduser.html (AT&T Mailblock error message summary)
+    ("att", "al-ip4-mx-vip1.prodigy.net",
+     "550 [suspend] Mailbox currently suspended--Please contact correspondent directly.",
+     "mailbox_inactive"),
+    ("att", "al-ip4-mx-vip1.prodigy.net",
+     "550 [permfail] bellsouth.net requires valid sender domain", "sender_rejected"),
+    ("att", "al-ip4-mx-vip1.prodigy.net",
+     "521 <192.0.2.9> is blocked. Please see http://www.att.net/general-info/bls_info/521.html",
+     "blocklisted"),
+    ("att", "al-ip4-mx-vip1.prodigy.net",
+     "450 busy--Please try again later", "unavailable"),
+    ("att", "al-ip4-mx-vip1.prodigy.net",
+     "421-failure in DNS look-up. Your IP address must have a valid reverse DNS entry",
+     "sender_auth"),
+    # --- cox: https://postmaster.cox.net/confluence/display/postmaster/Error+Codes (CXBL, CDRBL,
+    # IPBL0001, ...)
+    ("cox", "cxr.mx.a.cloudfilter.net",
+     ("554 cxr.mx.a.cloudfilter.net cmsmtp 192.0.2.9 blocked - refused - see "
+     "https://www.cox.com/article/CXBL"), "blocklisted"),
+    ("cox", "cxr.mx.a.cloudfilter.net",
+     "554 cxr.mx.a.cloudfilter.net cmsmtp IPBL0001 192.0.2.9 is on the Spamhaus Zen DNSBL",
+     "blocklisted"),
+    ("cox", "cxr.mx.a.cloudfilter.net",
+     ("421 cxr.mx.a.cloudfilter.net cmsmtp CDRBL 192.0.2.9 temporarily blocked - see "
+     "https://www.cox.com/article/CDRBL"), "blocklisted"),
+    # --- orange: https://postmaster.orange.fr (OFR codes)
+    ("orange", "smtp-in.orange.fr",
+     ("421 mwinf5c10 ME Trop de connexions, veuillez verifier votre configuration. Too many "
+     "connections, slow down. OFR004_104 [104]"), "rate_limited"),
+    ("orange", "smtp-in.orange.fr",
+     ("421 mwinf5c10 ME Service refuse. Veuillez essayer plus tard. Service refused, please try "
+     "later. OFR_999 [999]"), "rate_limited"),
+    ("orange", "smtp-in.orange.fr",
+     "550 5.7.1 Adresse d'au moins un destinataire invalide. Invalid recipient. OFR_416 [416]",
+     "user_unknown"),
+    # --- gmx: https://postmaster.gmx.net/en/error-messages (example of a block-listed IP), and
+    # https://postmaster.web.de for WEB.DE
+    ("gmx", "mx00.emig.gmx.net",
+     ("554-gmx.net (mxgmx104) Nemesis ESMTP Service not available 554-No SMTP service 554-IP "
+     "address is block listed. 554 For explanation visit "
+     "https://postmaster.gmx.net/en/case?c=r0201&i=ip&v=192.0.2.9"), "blocklisted"),
+    ("gmx", "mx-ha02.web.de",
+     "550 Requested action not taken: mailbox unavailable", "user_unknown"),
+    ("gmx", "mx00.emig.gmx.net",
+     ("550 <nobody@gmx.net>: Reject due to SPF policy. The originating IP of the message is not "
+     "permitted by the domain owner"), "sender_auth"),
+    ("gmx", "mx-ha02.web.de",
+     "421 Rate limit reached. Please try again later", "rate_limited"),
+    # --- mailru: https://help.mail.ru/mail/postmaster (replies as collected at
+    # https://mailout.ru/2015/09, Mail.ru's error list)
+    ("mailru", "mxs.mail.ru",
+     ("550 spam message rejected. Please visit https://help.mail.ru/notspam-support/id?c=x or "
+     "report details to abuse@corp.mail.ru. Error code: ABC. ID: 123."), "spam_content"),
+    ("mailru", "mxs.mail.ru",
+     ("550 Message was not accepted -- invalid mailbox.  Local mailbox nobody@mail.ru is "
+     "unavailable: user not found"), "user_unknown"),
+    ("mailru", "mxs.mail.ru",
+     "552 Message was not accepted -- mailbox full. User quota exceeded", "mailbox_full"),
+    # --- yandex: https://yandex.com/support/mail/bounces/yandex/ (message looks like spam, blocked)
+    ("yandex", "mx.yandex.net",
+     "554 5.7.1 [2] Message rejected under suspicion of SPAM; https://ya.cc/1IrBc", "spam_content"),
+    ("yandex", "mx.yandex.net",
+     ("554 5.7.1 Client host [192.0.2.9] blocked using Yandex spam statistics; see "
+     "https://yandex.com/support/mail/"), "blocklisted"),
+    ("yandex", "mx.yandex.net",
+     "550 5.7.1 No such user!", "user_unknown"),
+    # --- zoho: https://www.zoho.com/mail/help/ (replies as collected at https://smtp.codes/zoho)
+    ("zoho", "mx.zoho.com",
+     "550 5.7.1 Email rejected per DMARC policy for example.com", "sender_auth"),
+    ("zoho", "mx.zoho.com",
+     "552 5.7.1 virus Eicar-Test-Signature detected by Zoho Mail", "virus"),
+    ("zoho", "mx.zoho.com",
+     "550 5.1.1 <nobody@zoho.com> User unknown", "user_unknown"),
+    ("zoho", "mx.zoho.com",
+     "452 4.3.1 Temporary System Error", "unavailable"),  # Zoho is not taking mail for now
+    # --- proton: https://proton.me/support/mail (its MX mail.protonmail.ch). Proton publishes no
+    # list of its SMTP replies: these are representative texts of its MX, not quoted documentation
+    ("proton", "mail.protonmail.ch",
+     "550 5.1.1 Address does not exist", "user_unknown"),
+    ("proton", "mail.protonmail.ch",
+     "550 5.7.1 Message rejected due to spam content", "spam_content"),
+    ("proton", "mail.protonmail.ch",
+     "550 5.7.1 Sender address rejected: DMARC policy violation", "sender_auth"),
+    # --- fastmail: https://www.fastmail.help/ (its MX in1-smtp.messagingengine.com). Fastmail
+    # publishes no list of its SMTP replies: representative Postfix-style texts of its MX
+    ("fastmail", "in1-smtp.messagingengine.com",
+     ("550 5.1.1 <nobody@fastmail.com>: Recipient address rejected: User unknown in virtual "
+     "mailbox table"), "user_unknown"),
+    ("fastmail", "in1-smtp.messagingengine.com",
+     "550 5.7.1 Email rejected per DMARC policy for example.com", "sender_auth"),
+    ("fastmail", "in1-smtp.messagingengine.com",
+     "552 5.2.2 <nobody@fastmail.com>: Recipient address rejected: Over quota", "mailbox_full"),
+    # --- tonline: https://postmaster.t-online.de/index.en.html (4.7: "Why was the establishment
+    # of an SMTP connection rejected by the t-online.de server?")
+    ("tonline", "mx00.t-online.de",
+     ("554 IP=192.0.2.9 - A problem occurred. (Ask your postmaster for help or to contact "
+     "tosa@rx.t-online.de to clarify.) (BL)"), "blocklisted"),
+    ("tonline", "mx00.t-online.de",
+     "550 5.1.1 user unknown", "user_unknown"),
+    ("tonline", "mx00.t-online.de",
+     "552 5.2.2 Over STORAGE quota", "mailbox_full"),
+    # --- qq: https://service.mail.qq.com/ (the replies link its pages; as collected at
+    # https://smtp.codes/qq)
+    ("qq", "mx1.qq.com",
+     ("550 Mailbox not found. http://service.exmail.qq.com/cgi-bin/help?subtype=1&&id=20022&&"
+     "no=1000728"), "user_unknown"),
+    ("qq", "mx1.qq.com",
+     ("550 Mail content denied. http://service.exmail.qq.com/cgi-bin/help?subtype=1&&id=20022&&"
+     "no=1000726"), "spam_content"),
+    ("qq", "mx1.qq.com",
+     ("550 Sender frequency limited. http://service.exmail.qq.com/cgi-bin/help?subtype=1&&id=20022"
+     "&&no=1000723"), "rate_limited"),
+    ("qq", "mx1.qq.com",
+     "550 DMARC check failed http://service.mail.qq.com/cgi-bin/help?subtype=1&&no=1001508&&id=16",
+     "sender_auth"),
+    # --- netease: https://help.mail.163.com/ (the code table: DT:SPM, HL:IFC, DT:RBL, ...)
+    ("netease", "163mx01.mxmail.netease.com",
+     ("451 DT:SPM 163 mx13,P8CowECpNVM_oEVaenoEAQ--.23796S3 1514512449, please try again 15min "
+     "later"), "spam_content"),
+    ("netease", "163mx01.mxmail.netease.com",
+     "421 HL:IFC connection refused: too many messages from this IP in a short time",
+     "rate_limited"),
+    ("netease", "163mx01.mxmail.netease.com",
+     "450 DT:RBL The sending IP is on one or more RBL lists", "blocklisted"),
+    ("netease", "163mx01.mxmail.netease.com",
+     "550 User not found: nobody@163.com", "user_unknown"),
+    # --- mimecast: its SMTP error code list (the provider's postmaster entry)
+    ("mimecast", "eu-smtp-inbound-1.mimecast.com",
+     "550 Rejected by header based Anti-Spoofing policy: nobody@customer.example", "policy_blocked"),
+    ("mimecast", "eu-smtp-inbound-1.mimecast.com",
+     "451 Internal resource temporarily unavailable - https://community.mimecast.com/docs/DOC-1369#451",
+     "greylisted"),
+    ("mimecast", "eu-smtp-inbound-1.mimecast.com",
+     "550 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369#550", "user_unknown"),
+    ("mimecast", "eu-smtp-inbound-1.mimecast.com",
+     "554 Email rejected due to security policies - https://community.mimecast.com/docs/DOC-1369",
+     "virus"),
+    ("mimecast", "eu-smtp-inbound-1.mimecast.com",
+     "421 Sender address blocked - https://community.mimecast.com/docs/DOC-1369#421",
+     "policy_blocked"),  # Mimecast: "blocked by a Blocked Senders Policy" of the customer
+    # --- proofpoint: https://ipcheck.proofpoint.com/ (Proofpoint Dynamic Reputation)
+    ("proofpoint", "mx0a-00123401.pphosted.com",
+     "554 5.7.0 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.9", "blocklisted"),
+    ("proofpoint", "mx0a-00123401.pphosted.com",
+     "550 5.1.1 User Unknown", "user_unknown"),
+    ("proofpoint", "mx0a-00123401.pphosted.com",
+     "421 4.7.0 Connection rate limited, try again later", "rate_limited"),
+    # --- barracuda: https://www.barracudacentral.org/lookups (Barracuda Reputation)
+    ("barracuda", "d123456a.ess.barracudanetworks.com",
+     ("554 Service unavailable; Client host [192.0.2.9] blocked using Barracuda Reputation; "
+     "http://bbl.barracudacentral.com/q.cgi?ip=192.0.2.9"), "blocklisted"),
+    ("barracuda", "d123456a.ess.barracudanetworks.com",
+     "550 cuda_nsu 5.1.1 <nobody@customer.example>: Recipient address rejected: User unknown",
+     "user_unknown"),
+    ("barracuda", "d123456a.ess.barracudanetworks.com",
+     "550 permanent failure for one or more recipients (nobody@customer.example:blocked)",
+     "policy_blocked"),
+    # --- cisco: https://talosintelligence.com/reputation_center (SenderBase / Talos reputation);
+    # the texts are Cisco Secure Email's default HAT reject, LDAP accept and rate-limit replies
+    ("cisco", "mx1.hc1234-53.iphmx.com",
+     ("554 Your access to this mail system has been rejected due to the sending MTA's poor "
+     "reputation. If you believe that this failure is in error, please contact the intended "
+     "recipient via alternate means."), "blocklisted"),
+    ("cisco", "mx1.hc1234-53.iphmx.com",
+     "550 #5.1.0 Address rejected nobody@customer.example", "user_unknown"),
+    ("cisco", "mx1.hc1234-53.iphmx.com",
+     "452 Too many recipients received this hour", "rate_limited"),
+]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier.load()
+
+
+@pytest.mark.parametrize(("provider", "host", "text", "category"), REPLIES,
+                         ids=[f"{r[0]}-{i:02d}" for i, r in enumerate(REPLIES)])
+def test_provider_reply(classifier, provider, host, text, category):
+    e = explain(text, classifier)
+    assert e.category == category, e.decided_by
+    status = "deferred" if e.kind == "soft" else "bounced"
+    assert classifier.classify(status, e.code, e.enhanced, text).category == category
+    assert packaged_catalog().providers.of(host, text) == provider
+    # as Postfix logs it: the host's name in the text must not change the reason
+    logged = f"host {host}[192.0.2.1] said: {text} (in reply to RCPT TO command)"
+    assert explain(logged, classifier).category == category
+
+
+def test_every_provider_of_the_table_has_documented_replies():
+    covered = {provider for provider, *_ in REPLIES}
+    assert covered == set(packaged_catalog().providers.names)
+    assert all(sum(r[0] == p for r in REPLIES) >= 3 for p in covered)
