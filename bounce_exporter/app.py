@@ -61,7 +61,9 @@ class Exporter:
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
         self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist))
         self.store = Store(self.state, DeferralTracker(config.deferral_rules),
-                           positions=lambda: self.pipeline.positions())
+                           positions=lambda: self.pipeline.positions(),
+                           in_flight=lambda: self.pipeline.in_flight(),
+                           category=self._category)
         self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
         self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
@@ -140,7 +142,8 @@ class Exporter:
             self.keeper.take()  # the starting point, written at the first scrape or save
         self.server = start_server(self.config.listen_address, self.registry,
                                    telemetry_path=self.config.telemetry_path,
-                                   json_routes={"/api/v1/deferrals": self.deferrals_view},
+                                   json_routes={"/api/v1/deferrals": self.deferrals_view,
+                                                "/api/v1/waiting": self.store.waiting_view},
                                    web_config_file=self.config.web_config_file,
                                    scrape=None if self._serve_registry else self.scrape,
                                    page=self.status_page)
@@ -186,6 +189,11 @@ class Exporter:
         self.store.advance(time.time())
         self.keeper.maybe_save()
         return lines
+
+    def _category(self, event: DeliveryEvent) -> str:
+        """The category of a waiting recipient's last reply (the current classifier's)."""
+        return self.pipeline.classifier.classify(event.status, event.code, event.enhanced,
+                                                 event.text).category
 
     def deferrals_view(self) -> list[dict]:
         return self.store.deferrals_view()

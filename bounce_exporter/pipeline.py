@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import Capabilities, Failed, LineNotUnderstood, Parser, capabilities
+from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.sources import BlockSource, Resumable, Source
 from bounce_exporter.sources.lines import Batch, Block
 from bounce_exporter.state.counters import MetricState
@@ -106,6 +107,10 @@ class Pipeline:
         """Each source's counted position, JSON-ready (caller holds the state lock)."""
         return {feed.source.name: feed.counted.to_state() for feed in self.feeds
                 if feed.counted is not None}
+
+    def in_flight(self) -> list[LedgerView]:
+        """Each source's ledger view (caller holds the state lock): what is waiting."""
+        return [feed.caps.in_flight() for feed in self.feeds if feed.caps.in_flight is not None]
 
     def remove(self, name: str) -> None:
         """Stop following a source (config reload); its series go with it."""

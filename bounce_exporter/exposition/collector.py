@@ -25,6 +25,7 @@ from bounce_exporter.state.counters import (
 )
 from bounce_exporter.state.deferrals import DeferralTracker
 from bounce_exporter.state.store import DeferralView, Snapshot, Store
+from bounce_exporter.state.waiting import WaitingTotals
 
 
 class MetricsCollector(Collector):
@@ -88,6 +89,16 @@ def exporter_registry(take: Callable[[], Snapshot], registry: CollectorRegistry 
 def snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from counter_families(snapshot.counters)
     yield from deferral_view_families(snapshot.deferrals)
+    yield from waiting_families(snapshot.waiting)
+
+
+def waiting_families(waiting: WaitingTotals) -> Iterator[Metric]:
+    yield _gauge("bounce_waiting_recipients", "Recipients whose latest outcome is a deferral, not "
+                 "yet delivered, bounced, expired or removed (the parser's ledger), per recipient "
+                 "domain and category of the latest reply.", ["domain", "category"],
+                 waiting.recipients)
+    yield _gauge("bounce_waiting_oldest_timestamp_seconds", "First deferral (log time) of the "
+                 "recipient waiting longest, per recipient domain.", ["domain"], waiting.oldest)
 
 
 def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bounce_exporter.event import DeliveryEvent
+
+if TYPE_CHECKING:
+    from bounce_exporter.parsers.ledger import LedgerView
 
 
 class LineNotUnderstood(Exception):
@@ -59,6 +62,14 @@ class CountingParser(Parser, Protocol):
 class EvictingParser(Parser, Protocol):
     @property
     def pending_evictions(self) -> int: ...
+
+
+@runtime_checkable
+class InFlightParser(Parser, Protocol):
+    def in_flight(self) -> LedgerView:
+        """The ledger's messages now (``Ledger.view``), oldest first: what is waiting, read
+        under the state lock."""
+        ...
 
 
 @runtime_checkable
@@ -112,6 +123,7 @@ class Capabilities:
     parse_block: Callable[[bytes, Failed], list[DeliveryEvent]] | None
     not_understood_reasons: tuple[str, ...] = ()  # named in advance: their series start at 0
     not_attempt_reasons: tuple[str, ...] = ()
+    in_flight: Callable[[], LedgerView] | None = None  # the ledger's view (InFlightParser)
 
 
 def capabilities(parser: Parser) -> Capabilities:
@@ -124,6 +136,7 @@ def capabilities(parser: Parser) -> Capabilities:
         if isinstance(parser, ReasonedParser) else (),
         not_attempt_reasons=tuple(parser.not_attempt_reasons)
         if isinstance(parser, ReasonedParser) else (),
+        in_flight=parser.in_flight if isinstance(parser, InFlightParser) else None,
     )
 
 

@@ -30,6 +30,7 @@ from bounce_exporter.parsers import (
     capabilities,
     make_parser,
 )
+from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 POSTFIX_DAEMONS = frozenset({
@@ -132,6 +133,11 @@ class AutoParser(ParserBase):
         if name not in counts:
             raise AttributeError(name)
         return counts[name]
+
+    def in_flight(self) -> LedgerView:
+        """The delegate's ledger view ([] before a format is chosen, or for one without)."""
+        caps = self._caps
+        return caps.in_flight() if caps is not None and caps.in_flight is not None else []
 
     def parse(self, raw: bytes) -> Sequence[DeliveryEvent]:
         delegate = self.delegate

@@ -37,6 +37,9 @@ class Waiting:
     last: DeliveryEvent  # the latest one
 
 
+LedgerView = list[tuple[str, dict[str, Waiting]]]  # (message, its waiting recipients), oldest first
+
+
 class Ledger:
     """Messages in flight of one source, at most ``cap`` of them (oldest dropped first)."""
 
@@ -92,6 +95,10 @@ class Ledger:
         if not recipients:
             self._messages.pop(message)
         return taken
+
+    def view(self) -> LedgerView:
+        """The messages now, oldest first (references: read them under the state lock)."""
+        return [(message, self._messages.get(message) or {}) for message in self._messages]
 
     def waiting(self) -> Iterator[Waiting]:
         """Every recipient waiting after a deferral, oldest message first."""
@@ -162,6 +169,10 @@ class LedgerParser:
 
     def _restore_more(self, state: dict) -> None:
         pass
+
+    def in_flight(self) -> LedgerView:
+        """The ledger's messages now (``Ledger.view``)."""
+        return self._pending.view()
 
     @property
     def pending_evictions(self) -> int:

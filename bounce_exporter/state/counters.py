@@ -46,6 +46,19 @@ class DomainLabels:
         self.overflowed_events += 1
         return OVERFLOW_DOMAIN
 
+    def view_label(self, domain: str | None) -> str:
+        """``label`` for what is shown of a domain, not counted in ``overflowed_events`` (the
+        waiting view: a domain first seen in a ledger gets its label like any other)."""
+        if domain is None:
+            return UNKNOWN_DOMAIN
+        if domain in self._labelled:
+            return domain
+        if self._capped < self.max_domains:
+            self._capped += 1
+            self._labelled.add(domain)
+            return domain
+        return OVERFLOW_DOMAIN
+
     @property
     def labelled(self) -> int:
         return len(self._labelled)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.state.counters import CounterSnapshot, MetricState, SourceStats
 from bounce_exporter.state.deferrals import DeferralRule, DeferralTracker, Streak
 from bounce_exporter.state.recent import RecentDeferrals, RecentDomain
+from bounce_exporter.state.waiting import Category, WaitingTotals, waiting_api, waiting_totals
 
 STATE_VERSION = 1
 
@@ -42,6 +44,7 @@ class Snapshot:
     counters: CounterSnapshot
     deferrals: DeferralView
     saved: Saved
+    waiting: WaitingTotals = field(default_factory=lambda: WaitingTotals({}, {}))
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,14 @@ class Store:
     ``observe`` feeds the tracker under it; everything read for a scrape is read here."""
 
     def __init__(self, state: MetricState, tracker: DeferralTracker,
-                 positions: Callable[[], dict] = dict):
+                 positions: Callable[[], dict] = dict,
+                 in_flight: Callable[[], list[LedgerView]] = list,
+                 category: Category = lambda event: "other"):
         self.state = state
         self.tracker = tracker
         self.positions = positions  # each source's counted position (called under the lock)
+        self.in_flight = in_flight  # each source's ledger view (under the lock)
+        self.category = category  # the category of a waiting recipient's last reply
         self.lock: threading.Lock = state.lock
         self._seq = 0
         self.recent = RecentDeferrals()  # the status page's last hour, not saved
@@ -83,9 +90,16 @@ class Store:
         """Counters, tracker and counted positions, consistent with each other."""
         with self.lock:
             tracker = self.tracker
+            waiting = waiting_totals(self.in_flight(), self.state.domains.view_label,
+                                     self.category)
             return Snapshot(self.state.snapshot(),
                             DeferralView(tracker.active(), tracker.tracking(), tracker.evicted),
-                            self.saved())
+                            self.saved(), waiting)
+
+    def waiting_view(self) -> list[dict]:
+        """/api/v1/waiting: the waiting messages per domain, with their last reply."""
+        with self.lock:
+            return waiting_api(self.in_flight(), self.state.domains.view_label, self.category)
 
     def deferrals_view(self) -> list[dict]:
         with self.lock:
