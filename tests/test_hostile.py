@@ -9,8 +9,12 @@ import subprocess
 import sys
 import time
 
+from prometheus_client import CollectorRegistry, generate_latest
+
+from bounce_exporter.app import Exporter
 from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification
+from bounce_exporter.config import load_config
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.state.counters import CodeLabels, DomainLabels, MetricState
 
@@ -179,3 +183,41 @@ def test_a_hostile_remote_with_100000_made_up_codes_keeps_series_scrape_and_memo
     assert len(text.splitlines()) < 400  # the whole exposition, HELP and TYPE lines included
     assert scrape < 1.0
     assert peak < 100 * 1024, f"peak RSS {peak / 1024:.1f} MiB"
+
+
+def test_an_exporter_at_its_series_cap_counts_every_failure_in_the_overflow_series(tmp_path,
+                                                                                     caplog):
+    """200 domains (each its own label) deferring with a known reply, under limits.max_series 50:
+    50 series of their own, the other 150 domains' deferrals in one overflow series; the sum of
+    bounce_failures_total is every deferral, and the overflow is counted and logged once."""
+    log = tmp_path / "mail.log"
+    stamp = time.strftime("%b %e %H:%M:%S")
+    log.write_text("".join(HOSTILE_LINE.format(
+        stamp=stamp, pid=1, qid=f"{0xB0000 + i:X}", n=i, domain=f"d{i % 200}.example",
+        enhanced="4.3.1", i=i) for i in range(2000)))
+    config_file = tmp_path / "config.yml"
+    config_file.write_text("limits: {max_domains: 1000, max_series: 50}\n")
+    config = load_config(str(config_file), {
+        "log_files": [str(log)], "from_start": True, "listen_address": "127.0.0.1:0",
+        "state_file": str(tmp_path / "state.json")})
+    exporter = Exporter(config, registry=CollectorRegistry())
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.state.counters"):
+        exporter.start()
+        try:
+            exporter.step()
+            found = samples(generate_latest(exporter.registry).decode())
+        finally:
+            exporter.shutdown()
+    failures = {dict(labels)["domain"]: (dict(labels)["code"], dict(labels)["enhanced"], count)
+                for (name, labels), count in found.items() if name == "bounce_failures_total"}
+    assert len(failures) == 51
+    assert failures["other"] == ("4xx", "4.x.x", 1500)
+    assert {failures[f"d{k}.example"] for k in range(50)} == {("451", "4.3.1", 10)}
+    assert sum(count for _, _, count in failures.values()) == 2000
+    assert value(found, "bounce_exporter_failure_series") == 51
+    assert value(found, "bounce_exporter_failure_series_overflow_events_total") == 1500
+    assert value(found, "bounce_exporter_domain_overflow_events_total") == 0
+    assert [r.getMessage()[:41] for r in caplog.records
+            if r.name == "bounce_exporter.state.counters"] == [
+        "more than 50 bounce_failures_total series"]
+
