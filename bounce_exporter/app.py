@@ -59,7 +59,8 @@ class Exporter:
         self.config = config
         self.loader = loader  # re-reads the configuration at SIGHUP
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
-        self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist))
+        self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist),
+                                 max_series=config.max_series)
         self.store = Store(self.state, DeferralTracker(config.deferral_rules),
                            positions=lambda: self.pipeline.positions(),
                            in_flight=lambda: self.pipeline.in_flight(),
@@ -243,7 +244,7 @@ class Exporter:
         self.config = config
         logging.getLogger().setLevel(config.log_level.upper())
         self._apply_sources(config)
-        self.store.apply(config.max_domains, config.deferral_rules)
+        self.store.apply(config.max_domains, config.deferral_rules, config.max_series)
         self.pipeline.apply(classifier, config.max_line_bytes)
         self.classifier = classifier
         self.wakeup.stop()

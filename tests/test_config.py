@@ -13,6 +13,7 @@ def test_defaults(tmp_path):
     assert config.listen_address == ":39431"
     assert config.telemetry_path == "/metrics"
     assert (config.max_domains, config.max_line_bytes, config.poll_interval) == (500, 65536, 1.0)
+    assert config.max_series == 10_000
     assert config.sources == [SourceConfig(str(tmp_path / "mail.log"), "postfix")]
     assert config.from_start is False
 
@@ -23,13 +24,14 @@ def test_file_then_flags(tmp_path):
         "sources: [{path: /var/log/a.log}, /var/log/b.log]\n"
         "from_start: true\npoll_interval: 2s\n"
         "web: {listen_address: '127.0.0.1:9999'}\n"
-        "limits: {max_domains: 20, domain_allowlist: [Gmail.COM]}\n"
+        "limits: {max_domains: 20, max_series: 300, domain_allowlist: [Gmail.COM]}\n"
     )
     config = load_config(str(path), {"listen_address": "127.0.0.1:1", "log_level": None})
     assert config.sources == [SourceConfig("/var/log/a.log"), SourceConfig("/var/log/b.log")]
     assert (config.from_start, config.poll_interval) == (True, 2.0)
     assert config.listen_address == "127.0.0.1:1"
     assert (config.max_domains, config.domain_allowlist) == (20, ("gmail.com",))
+    assert config.max_series == 300
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
@@ -40,7 +42,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "from_start: yes please\n"
         "poll_interval: soon\n"
         "web: {listen_address: nowhere, telemetry_path: metrics}\n"
-        "limits: {max_domains: -1, max_line_bytes: 10, extra: 1}\n"
+        "limits: {max_domains: -1, max_series: many, max_line_bytes: 10, extra: 1}\n"
     )
     with pytest.raises(ConfigError) as err:
         load_config(str(path), {"log_level": "loud"})
@@ -50,8 +52,10 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "bad.yml: sources[0].colour: unknown key (known: format, path)",
         "bad.yml: from_start: must be true or false, not 'yes please'",
         "bad.yml: poll_interval: not a duration: 'soon' (use a number with s, m, h or d, e.g. 30m)",
-        "bad.yml: limits.extra: unknown key (known: domain_allowlist, max_domains, max_line_bytes)",
+        ("bad.yml: limits.extra: unknown key (known: domain_allowlist, max_domains, max_line_bytes, "
+         "max_series)"),
         "bad.yml: limits.max_domains: must be a whole number of at least 0, not -1",
+        "bad.yml: limits.max_series: must be a whole number of at least 0, not 'many'",
         "bad.yml: limits.max_line_bytes: must be a whole number of at least 256, not 10",
         "source /x: unknown format 'qmail' (known: auto, exchange, exim, opensmtpd, postfix, sendmail)",
         "web.listen_address / --web.listen-address: not a listen address: 'nowhere' "

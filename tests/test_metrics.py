@@ -88,6 +88,8 @@ def test_exposition_text():
         'bounce_exporter_last_line_timestamp_seconds{source="/var/log/mail.log"} 1.7e+09',
         'bounce_exporter_domains 1.0',
         'bounce_exporter_domain_overflow_events_total 0.0',
+        'bounce_exporter_failure_series 1.0',
+        'bounce_exporter_failure_series_overflow_events_total 0.0',
         'bounce_exporter_state_write_errors_total 0.0',
         f'bounce_exporter_build_info{{version="{__version__}"}} 1.0',
     ])

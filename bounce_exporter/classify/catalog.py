@@ -130,6 +130,25 @@ class Catalog:
         parts = _enhanced_parts(enhanced)
         return None if parts is None else self.enhanced_codes.get(f"{parts[0]}.X.X")
 
+    def knows_code(self, code: str) -> bool:
+        """Whether the basic code has an entry of its own (``basic_codes``)."""
+        return code in self.basic_codes
+
+    def knows_enhanced(self, enhanced: str) -> bool:
+        """Whether the catalog names this enhanced code itself, as written: its subject.detail
+        has an entry (X.3.1 for 4.3.1, not only the subject's X.3.X) in one of the entry's
+        classes, written without leading zeros; or a text rule that names enhanced codes on their
+        own (an ``enhanced`` constraint, no ``code`` one) accepts it: Microsoft's 4.7.500-699,
+        Gmail's 4.7.27. A rule that needs a basic code too (``421`` with any ``4.7.N``) describes
+        a reply, not the codes it allows."""
+        parts = _enhanced_parts(enhanced)
+        if parts is not None and enhanced == ".".join(parts):
+            info = self.enhanced_codes.get(f"X.{parts[1]}.{parts[2]}")
+            if info is not None and int(parts[0]) in (info.classes or ENHANCED_CLASSES):
+                return True
+        return any(rule.enhanced is not None and rule.code is None
+                   and re.fullmatch(rule.enhanced, enhanced) for rule in self.text_rules)
+
 
 def _enhanced_parts(enhanced: str | None) -> tuple[str, str, str] | None:
     parts = enhanced.split(".") if enhanced else []

@@ -119,6 +119,13 @@ def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:
     yield _counter("bounce_exporter_domain_overflow_events",
                    "Events counted under domain=\"other\" because the domain cap was reached.",
                    [], {(): counters.overflowed})
+    yield _gauge("bounce_exporter_failure_series", "Series of bounce_failures_total (the cap on "
+                 "those with their own labels is limits.max_series).", [],
+                 {(): len(counters.failures)})
+    yield _counter("bounce_exporter_failure_series_overflow_events", "Failed attempts counted in "
+                   "an overflow series of bounce_failures_total (domain=\"other\", codes folded "
+                   "to their class) because limits.max_series was reached.", [],
+                   {(): counters.series_overflowed})
     yield _counter("bounce_exporter_state_write_errors", "Failed writes of the state file "
                    "(retried at the next save).", [], {(): counters.state_write_errors})
     info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter.",

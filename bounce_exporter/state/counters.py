@@ -1,26 +1,34 @@
 """Counter state: plain counters per label set, counted in dicts (cheap on the hot path).
 
-``exposition.collector`` turns a snapshot of them into metric families at each scrape. The
-``domain`` label is bounded by ``DomainLabels``; the ``provider`` label (``ProviderCounters``) by the
-catalog's provider table, and it counts every event, whatever its domain label.
+``exposition.collector`` turns a snapshot of them into metric families at each scrape. Labels are
+made here, bounded: the ``domain`` label by ``DomainLabels``, ``code`` and ``enhanced`` by
+``CodeLabels`` (codes the catalog does not know are folded to their class), and the number of
+``bounce_failures_total`` series by ``MetricState.max_series`` (new label sets beyond it are
+counted in overflow series: no event is lost, the totals stay exact). The ``provider`` label
+(``ProviderCounters``) is bounded by the catalog's provider table, and it counts every event,
+whatever its domain label.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bounce_exporter.classify.catalog import packaged_catalog
+from bounce_exporter.classify.catalog import Catalog, packaged_catalog
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.classify.providers import ProviderTable
 from bounce_exporter.event import DeliveryEvent
 
+log = logging.getLogger(__name__)
+
 NO_VALUE = "none"  # label value for a reply without a code or enhanced code
 UNKNOWN_DOMAIN = "unknown"  # label value for an event that names no recipient domain
-OVERFLOW_DOMAIN = "other"  # label value for domains beyond the cap
+OVERFLOW_DOMAIN = "other"  # label value for domains beyond the cap (and for series beyond theirs)
+DEFAULT_MAX_SERIES = 10_000  # limits.max_series: bounce_failures_total series with their own labels
 
 
 class DomainLabels:
@@ -62,6 +70,49 @@ class DomainLabels:
     @property
     def labelled(self) -> int:
         return len(self._labelled)
+
+
+def code_class(code: str) -> str:
+    """``499`` → ``4xx``: the class value of a basic code."""
+    return f"{code[0]}xx"
+
+
+def enhanced_class(enhanced: str) -> str:
+    """``4.9.123`` → ``4.x.x``: the class value of an enhanced code."""
+    return f"{enhanced[0]}.x.x"
+
+
+class CodeLabels:
+    """Label values of ``code`` and ``enhanced``: a code the catalog knows (``knows_code``,
+    ``knows_enhanced``) keeps its value; any other is folded to its class (``499`` → ``4xx``,
+    ``4.9.123`` → ``4.x.x``), so a remote server cannot make a series per made-up code. A reply
+    without one: ``none``. Decisions are cached, the cache of enhanced codes (which a remote
+    server chooses) emptied when it holds ``cache_size``."""
+
+    def __init__(self, catalog: Catalog | None = None, cache_size: int = 4096):
+        self.catalog = catalog or packaged_catalog()
+        self.cache_size = cache_size
+        self._codes: dict[str, str] = {}  # at most 400: a code is [2-5][0-9][0-9]
+        self._enhanced: dict[str, str] = {}
+
+    def code(self, code: str | None) -> str:
+        if not code:
+            return NO_VALUE
+        label = self._codes.get(code)
+        if label is None:
+            label = self._codes[code] = code if self.catalog.knows_code(code) else code_class(code)
+        return label
+
+    def enhanced(self, enhanced: str | None) -> str:
+        if not enhanced:
+            return NO_VALUE
+        label = self._enhanced.get(enhanced)
+        if label is None:
+            if len(self._enhanced) >= self.cache_size:
+                self._enhanced.clear()
+            label = enhanced if self.catalog.knows_enhanced(enhanced) else enhanced_class(enhanced)
+            self._enhanced[enhanced] = label
+        return label
 
 
 class SourceStats:
@@ -109,16 +160,19 @@ class ProviderCounters:
         for name in self.table.names:  # the table is known in advance: series start at 0
             self.attempts[name] += 0
 
-    def record(self, event: DeliveryEvent, classification: Classification) -> None:
-        """Count one attempt (sent, deferred, bounced; an expiry is no attempt)."""
+    def record(self, event: DeliveryEvent, classification: Classification,
+               codes: CodeLabels) -> None:
+        """Count one attempt (sent, deferred, bounced; an expiry is no attempt), its codes folded
+        as the domain series' are (``codes``): the provider label is bounded by the table, the
+        codes by the catalog."""
         status = event.status
         if status == "expired":
             return
         provider = self.table.of(event.relay, event.text, event.domain)
         self.attempts[provider] += 1
         if status != "sent":
-            self.failures[(provider, classification.kind or NO_VALUE, event.code or NO_VALUE,
-                           event.enhanced or NO_VALUE, classification.category)] += 1
+            self.failures[(provider, classification.kind or NO_VALUE, codes.code(event.code),
+                           codes.enhanced(event.enhanced), classification.category)] += 1
 
     def snapshot(self) -> ProviderSnapshot:
         return ProviderSnapshot(dict(self.attempts), dict(self.failures))
@@ -142,17 +196,19 @@ class CounterSnapshot:
     labelled: int
     overflowed: int
     state_write_errors: int
-    providers: ProviderSnapshot = ProviderSnapshot({}, {})
+    series_overflowed: int = 0  # failures counted in an overflow series (max_series reached)
 
 
 class MetricState:
     """Every counter the exporter exposes about deliveries and its own reading."""
 
-    def __init__(self, domains: DomainLabels | None = None,
-                 providers: ProviderCounters | None = None):
+    def __init__(self, domains: DomainLabels | None = None, *,
+                 max_series: int = DEFAULT_MAX_SERIES, codes: CodeLabels | None = None):
         self.lock = threading.Lock()
         self.domains = domains or DomainLabels()
-        self.providers = providers if providers is not None else ProviderCounters()
+        self.codes = codes or CodeLabels()
+        self.max_series = max_series  # failure series with their own labels (limits.max_series)
+        self.series_overflowed = 0  # failures counted in an overflow series instead
         self.attempts: dict[str, int] = defaultdict(int)
         self.deliveries: dict[str, int] = defaultdict(int)
         self.expired: dict[str, int] = defaultdict(int)
@@ -165,7 +221,7 @@ class MetricState:
 
     def record(self, event: DeliveryEvent, classification: Classification) -> None:
         """Count one delivery event (caller holds ``lock``)."""
-        self.providers.record(event, classification)
+        self.providers.record(event, classification, self.codes)
         domain = event.domain
         if domain not in self.domains._labelled:  # a domain with its own label is its label
             domain = self.domains.label(domain)
@@ -177,9 +233,27 @@ class MetricState:
         if status == "sent":
             self.deliveries[domain] += 1
             return
-        key = (domain, classification.kind or NO_VALUE, event.code or NO_VALUE,
-               event.enhanced or NO_VALUE, classification.category)
-        self.failures[key] += 1
+        codes = self.codes
+        key = (domain, classification.kind or NO_VALUE, codes.code(event.code),
+               codes.enhanced(event.enhanced), classification.category)
+        failures = self.failures
+        if key in failures or len(failures) < self.max_series:
+            failures[key] += 1
+        else:
+            self._overflow(key)
+
+    def _overflow(self, key: tuple[str, str, str, str, str]) -> None:
+        """A new failure label set beyond ``max_series``: counted in its overflow series, domain
+        "other" and the codes' class values (a few per kind and category, whatever the cap)."""
+        _, kind, code, enhanced, category = key
+        self.failures[(OVERFLOW_DOMAIN, kind, code if code == NO_VALUE else code_class(code),
+                       enhanced if enhanced == NO_VALUE else enhanced_class(enhanced),
+                       category)] += 1
+        self.series_overflowed += 1
+        if self.series_overflowed == 1:
+            log.warning("more than %d bounce_failures_total series (limits.max_series): new label "
+                        'sets are counted under domain="other" with their codes\' class values '
+                        "(bounce_exporter_failure_series_overflow_events_total)", self.max_series)
 
     def snapshot(self) -> CounterSnapshot:
         """A copy of the counters (caller holds ``lock``)."""
@@ -187,11 +261,14 @@ class MetricState:
             dict(self.attempts), dict(self.deliveries), dict(self.expired), dict(self.failures),
             {name: stats.copy() for name, stats in self.sources.items()},
             self.domains.labelled, self.domains.overflowed_events, self.state_write_errors,
-            self.providers.snapshot())
+            self.series_overflowed)
 
-    def apply(self, max_domains: int) -> None:
-        """A reloaded domain cap (caller holds ``lock``); domains labelled keep their label."""
+    def apply(self, max_domains: int, max_series: int | None = None) -> None:
+        """A reloaded domain cap and series cap (caller holds ``lock``); domains labelled keep
+        their label, series made keep counting."""
         self.domains.max_domains = max_domains
+        if max_series is not None:
+            self.max_series = max_series
 
     def source(self, name: str) -> SourceStats:
         stats = self.sources.get(name)

@@ -122,10 +122,12 @@ class Store:
             self.tracker.load_state(deferrals)
             return self.tracker.tracking()
 
-    def apply(self, max_domains: int, deferral_rules: list[DeferralRule]) -> None:
-        """A reloaded domain cap and deferral rules (a new tracker that keeps the streaks)."""
+    def apply(self, max_domains: int, deferral_rules: list[DeferralRule],
+              max_series: int | None = None) -> None:
+        """A reloaded domain cap, series cap and deferral rules (a new tracker that keeps the
+        streaks)."""
         with self.lock:
-            self.state.apply(max_domains)
+            self.state.apply(max_domains, max_series)
             if list(deferral_rules) != self.tracker.rules:
                 tracker = DeferralTracker(deferral_rules)
                 tracker.load_state(self.tracker.to_state())
