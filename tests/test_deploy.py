@@ -143,6 +143,7 @@ ROUTES = {
     "BouncePersistentDeferral431": "postmaster-oncall",
     "BouncePersistentDeferral": "mail-team",
     "BounceHardBounceRatioHigh": "mail-team",
+    "BounceMailWaitingLong": "mail-team",
     "BounceExporterLogStalled": "platform-team",
     "BounceExporterSourceDown": "platform-team",
 }

@@ -197,15 +197,18 @@ class CounterSnapshot:
     overflowed: int
     state_write_errors: int
     series_overflowed: int = 0  # failures counted in an overflow series (max_series reached)
+    providers: ProviderSnapshot = ProviderSnapshot({}, {})
 
 
 class MetricState:
     """Every counter the exporter exposes about deliveries and its own reading."""
 
     def __init__(self, domains: DomainLabels | None = None, *,
-                 max_series: int = DEFAULT_MAX_SERIES, codes: CodeLabels | None = None):
+                 max_series: int = DEFAULT_MAX_SERIES, codes: CodeLabels | None = None,
+                 providers: ProviderCounters | None = None):
         self.lock = threading.Lock()
         self.domains = domains or DomainLabels()
+        self.providers = providers if providers is not None else ProviderCounters()
         self.codes = codes or CodeLabels()
         self.max_series = max_series  # failure series with their own labels (limits.max_series)
         self.series_overflowed = 0  # failures counted in an overflow series instead
@@ -261,7 +264,7 @@ class MetricState:
             dict(self.attempts), dict(self.deliveries), dict(self.expired), dict(self.failures),
             {name: stats.copy() for name, stats in self.sources.items()},
             self.domains.labelled, self.domains.overflowed_events, self.state_write_errors,
-            self.series_overflowed)
+            self.series_overflowed, self.providers.snapshot())
 
     def apply(self, max_domains: int, max_series: int | None = None) -> None:
         """A reloaded domain cap and series cap (caller holds ``lock``); domains labelled keep
