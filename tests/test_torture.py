@@ -14,10 +14,10 @@ first): a deleted file's unread lines exist nowhere. Bounded: about 15 s per var
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
-import http.client
 import subprocess
 import sys
 import time
