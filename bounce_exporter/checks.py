@@ -9,6 +9,7 @@ Durations as users write them: 500ms, 30s, 30m, 2h, 1d (or a bare number of seco
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from typing import Any
 
 import yaml
@@ -61,6 +62,14 @@ def unknown_keys(mapping: dict, known: set[str] | frozenset[str], where: str,
     """One problem per key of ``mapping`` not in ``known``, sorted: ``where: prefix.key``."""
     for unknown in sorted(set(mapping) - set(known)):
         problems.append(f"{where}: {prefix}{unknown}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def unknown_fields(mapping: dict, known: Container[str], at: str, problems: list[str]) -> None:
+    """One problem per key of ``mapping`` not in ``known``, in the mapping's order: ``at: unknown
+    field 'key'`` (the catalog's wording)."""
+    for key in mapping:
+        if key not in known:
+            problems.append(f"{at}: unknown field {key!r}")
 
 
 def mapping_at(raw: dict, key: str, where: str, problems: list[str]) -> dict:

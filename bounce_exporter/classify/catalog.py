@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from bounce_exporter.checks import unknown_fields
 from bounce_exporter.classify.facts import (
     RULE_KINDS,
     Category,
@@ -279,9 +280,7 @@ def _parse_rule(item: dict, at: str, origin: str, categories: set[str] | Mapping
                 problems: list[str]) -> TextRule:
     """One text rule's fields; ``at`` names the rule in problems, ``origin`` in explanations."""
     name = item.get("name")
-    for key in item:
-        if key not in RULE_FIELDS:
-            problems.append(f"{at}: unknown field {key!r}")
+    unknown_fields(item, RULE_FIELDS, at, problems)
     pattern = item.get("pattern")
     if pattern is None:
         if item.get("code") is None and item.get("enhanced") is None:
@@ -342,9 +341,7 @@ def _parse_codes(raw: Any, where: str, key_form: re.Pattern[str], allowed: set[s
         if not isinstance(body, dict):
             problems.append(f"{at}: must be a mapping with meaning, category and intended")
             continue
-        for field in body:
-            if field not in allowed:
-                problems.append(f"{at}: unknown field {field!r}")
+        unknown_fields(body, allowed, at, problems)
         texts: dict[str, str | None] = {}
         for field in ("meaning", "ref", "sender_action", "recipient_action", "mta_action"):
             value = body.get(field)

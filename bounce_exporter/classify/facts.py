@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from bounce_exporter.checks import unknown_fields
 from bounce_exporter.event import STATUSES
 
 # A text rule's optional kind: what MTAs do with such a failure when it comes without a reply code.
@@ -106,9 +107,7 @@ def _described(raw: Any, where: str, allowed: set[str], required: tuple[str, ...
             problems.append(f"{where}: name {name!r} must be snake_case")
             continue
         body = body if isinstance(body, dict) else {}
-        for key in body:
-            if key not in allowed:
-                problems.append(f"{at}: unknown field {key!r}")
+        unknown_fields(body, allowed, at, problems)
         values = {}
         for key in required:
             value = body.get(key)
@@ -135,9 +134,7 @@ def parse_categories(raw: Any, source: str, problems: list[str],
             problems.append(f"{where}: category name {name!r} must be snake_case")
             continue
         body = body if isinstance(body, dict) else {}
-        for key in body:
-            if key not in CATEGORY_FIELDS:
-                problems.append(f"{at}: unknown field {key!r}")
+        unknown_fields(body, CATEGORY_FIELDS, at, problems)
         texts = {}
         for key in ("description", "severity", "sender_action", "recipient_action"):
             value = body.get(key)
@@ -205,9 +202,7 @@ def parse_judging(raw: Any, source: str, problems: list[str]) -> Judging | None:
         problems.append(f"{where}: must be a mapping with {', '.join(JUDGING_FIELDS)}")
         return None
     before = len(problems)
-    for key in raw:
-        if key not in JUDGING_FIELDS:
-            problems.append(f"{where}: unknown field {key!r}")
+    unknown_fields(raw, JUDGING_FIELDS, where, problems)
     for key in JUDGING_FIELDS:
         if key not in raw:
             problems.append(f"{where}: missing field {key!r}")

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from bounce_exporter.checks import unknown_fields
+
 OTHER = "other"  # the label of an event no provider of the table answered
 PROVIDER_FIELDS = {"name", "postmaster", "hosts", "domains", "markers"}
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -124,9 +126,7 @@ def parse_providers(raw: Any, source: str, problems: list[str]) -> ProviderTable
         if not isinstance(body, dict):
             problems.append(f"{at}: must be a mapping with name, postmaster and hosts")
             continue
-        for field in body:
-            if field not in PROVIDER_FIELDS:
-                problems.append(f"{at}: unknown field {field!r}")
+        unknown_fields(body, PROVIDER_FIELDS, at, problems)
         texts = {}
         for field in ("name", "postmaster"):
             value = body.get(field)
