@@ -43,20 +43,22 @@ class DomainLabels:
         self.overflowed_events = 0
 
     def label(self, domain: str | None) -> str:
-        if domain is None:
-            return UNKNOWN_DOMAIN
-        if domain in self._labelled:
-            return domain
-        if self._capped < self.max_domains:
-            self._capped += 1
-            self._labelled.add(domain)
-            return domain
-        self.overflowed_events += 1
-        return OVERFLOW_DOMAIN
+        """The domain's label value, given it now if the cap allows; an event past the cap is
+        counted in ``overflowed_events``."""
+        value = self._own(domain)
+        if value is None:
+            self.overflowed_events += 1
+            return OVERFLOW_DOMAIN
+        return value
 
     def view_label(self, domain: str | None) -> str:
-        """``label`` for what is shown of a domain, not counted in ``overflowed_events`` (the
-        waiting view: a domain first seen in a ledger gets its label like any other)."""
+        """``label`` without counting an overflow event (the waiting view: a domain first seen
+        in a ledger gets its label like any other)."""
+        value = self._own(domain)
+        return OVERFLOW_DOMAIN if value is None else value
+
+    def _own(self, domain: str | None) -> str | None:
+        """The domain's own label value (given now if the cap allows), or None past the cap."""
         if domain is None:
             return UNKNOWN_DOMAIN
         if domain in self._labelled:
@@ -65,7 +67,7 @@ class DomainLabels:
             self._capped += 1
             self._labelled.add(domain)
             return domain
-        return OVERFLOW_DOMAIN
+        return None
 
     @property
     def labelled(self) -> int:
