@@ -10,11 +10,11 @@ parser takes it out of its ledger then). Per domain label (the counters' label: 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.parsers.ledger import LedgerView
+from bounce_exporter.parsers.ledger import LedgerView, Waiting
 from bounce_exporter.state.streaks import iso
 
 Label = Callable[[str | None], str]  # a domain's label, without giving new ones
@@ -29,18 +29,23 @@ class WaitingTotals:
     oldest: dict[str, float]  # domain label -> first deferral time of the longest-waiting one
 
 
+def _each(views: Iterable[LedgerView]) -> Iterator[tuple[str, Waiting]]:
+    """(message, waiting recipient) of every ledger view, oldest message first."""
+    for view in views:
+        for message, held in view:
+            for waiting in held.values():
+                yield message, waiting
+
+
 def waiting_totals(views: Iterable[LedgerView], label: Label, category: Category) -> WaitingTotals:
     recipients: dict[tuple[str, str], int] = {}
     oldest: dict[str, float] = {}
-    for view in views:
-        for _message, held in view:
-            for waiting in held.values():
-                last = waiting.last
-                domain = label(last.domain)
-                key = (domain, category(last))
-                recipients[key] = recipients.get(key, 0) + 1
-                if waiting.first < oldest.get(domain, float("inf")):
-                    oldest[domain] = waiting.first
+    for _message, waiting in _each(views):
+        domain = label(waiting.last.domain)
+        key = (domain, category(waiting.last))
+        recipients[key] = recipients.get(key, 0) + 1
+        if waiting.first < oldest.get(domain, float("inf")):
+            oldest[domain] = waiting.first
     return WaitingTotals(recipients, oldest)
 
 
@@ -49,15 +54,13 @@ def waiting_api(views: Iterable[LedgerView], label: Label, category: Category,
     """JSON-ready, the longest-waiting domain first: per domain label its recipients waiting, the
     oldest first deferral, and its oldest ``per_domain`` waiting recipients with their last reply."""
     domains: dict[str, list[dict]] = {}
-    for view in views:
-        for message, held in view:
-            for waiting in held.values():
-                last = waiting.last
-                domains.setdefault(label(last.domain), []).append({
-                    "queue_id": message, "recipient": last.recipient,
-                    "first_deferral": iso(waiting.first), "first_deferral_seconds": waiting.first,
-                    "deferrals": waiting.attempts, "code": last.code, "enhanced": last.enhanced,
-                    "category": category(last), "text": last.text})
+    for message, waiting in _each(views):
+        last = waiting.last
+        domains.setdefault(label(last.domain), []).append({
+            "queue_id": message, "recipient": last.recipient,
+            "first_deferral": iso(waiting.first), "first_deferral_seconds": waiting.first,
+            "deferrals": waiting.attempts, "code": last.code, "enhanced": last.enhanced,
+            "category": category(last), "text": last.text})
     rows = []
     for domain, entries in domains.items():
         entries.sort(key=lambda e: e["first_deferral_seconds"])
