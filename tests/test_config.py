@@ -13,7 +13,7 @@ def test_defaults(tmp_path):
     assert config.listen_address == ":39431"
     assert config.telemetry_path == "/metrics"
     assert (config.max_domains, config.max_line_bytes, config.poll_interval) == (500, 65536, 1.0)
-    assert config.sources == [SourceConfig(str(tmp_path / "mail.log"), "postfix")]
+    assert config.sources == [SourceConfig(str(tmp_path / "mail.log"), "auto")]  # issue 14
     assert config.from_start is False
 
 
