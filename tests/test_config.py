@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -105,15 +106,15 @@ def test_invalid_yaml_is_one_line_saying_where_and_what(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(str(broken), {})
     assert err.value.problems == [
-        f"--config.file {broken}: not valid YAML: line 2, column 3: expected the node content, "
-        "but found '-' (while parsing a flow node)"]
+        (f"--config.file {broken}: not valid YAML: line 2, column 3: expected the node content, "
+         "but found '-' (while parsing a flow node)")]
     tabbed = tmp_path / "tabbed.yml"
     tabbed.write_text("sources:\n\t- /var/log/mail.log\n")
     with pytest.raises(ConfigError) as err:
         load_config(str(tabbed), {})
     assert err.value.problems == [
-        f"--config.file {tabbed}: not valid YAML: line 2, column 1: found character '\\t' that "
-        "cannot start any token (while scanning for the next token)"]
+        (f"--config.file {tabbed}: not valid YAML: line 2, column 1: found character '\\t' that "
+         "cannot start any token (while scanning for the next token)")]
 
 
 @pytest.fixture(scope="module")
@@ -135,19 +136,19 @@ def test_a_certificate_that_is_not_pem_is_one_line_saying_so(pki, tmp_path):
     import ssl
 
     der = tmp_path / "server.der"
-    der.write_bytes(ssl.PEM_cert_to_DER_cert(open(pki.server_crt).read()))
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(Path(pki.server_crt).read_text()))
     where = f"web.config_file / --web.config.file {tmp_path / 'web.yml'}: tls_server_config"
-    assert _web_config_problems(tmp_path, str(der), pki.server_key) == [
+    assert _web_config_problems(tmp_path, str(der), pki.server_key) == [(
         f"{where}.cert_file/key_file: cannot load {der} with {pki.server_key}: {der} is not a PEM "
         f"certificate (no -----BEGIN CERTIFICATE----- line; a DER file converts with: openssl "
-        f"x509 -inform der -in {der} -out server.crt)"]
-    assert _web_config_problems(tmp_path, pki.server_crt, pki.server_crt) == [
+        f"x509 -inform der -in {der} -out server.crt)")]
+    assert _web_config_problems(tmp_path, pki.server_crt, pki.server_crt) == [(
         f"{where}.cert_file/key_file: cannot load {pki.server_crt} with {pki.server_crt}: "
         f"{pki.server_crt} is not a PEM private key (no -----BEGIN PRIVATE KEY----- line, or it "
-        "is encrypted)"]
-    assert _web_config_problems(tmp_path, pki.server_crt, pki.client_key) == [
+        "is encrypted)")]
+    assert _web_config_problems(tmp_path, pki.server_crt, pki.client_key) == [(
         f"{where}.cert_file/key_file: cannot load {pki.server_crt} with {pki.client_key}: the key "
-        f"{pki.client_key} does not belong to the certificate {pki.server_crt}"]
+        f"{pki.client_key} does not belong to the certificate {pki.server_crt}")]
 
 
 def test_the_default_state_file_is_one_the_user_can_write(tmp_path):
@@ -197,8 +198,8 @@ def test_default_sources_the_mail_log_else_the_postfix_journal_else_the_mail_log
                    "(journal:postfix@-.service,postfix.service); --log.file or --log.journal to "
                    "choose")
     assert default_sources((mail, maillog), journalctl="no-such-command-here") == (
-        [SourceConfig(mail)], f"no {mail} or {maillog} and no journalctl: waiting for {mail} to "
-                              "appear; --log.file to choose")
+        [SourceConfig(mail)], (f"no {mail} or {maillog} and no journalctl: waiting for {mail} "
+                               "to appear; --log.file to choose"))
 
 
 def test_the_config_file_default_is_read_only_when_it_exists(tmp_path, monkeypatch):
