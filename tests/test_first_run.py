@@ -158,10 +158,10 @@ def test_parse_of_a_log_nothing_understands_says_so(tmp_path):
     other.write_text("Nov 28 12:22:30 mx dovecot: imap-login: Login: user=<u>\n" * 3)
     result = parse(str(other))
     assert (result.returncode, result.stdout) == (0, "")
-    assert messages(result.stderr) == [
+    assert messages(result.stderr) == [(
         f"WARNING bounce_exporter.pipeline: {other}: none of its 3 lines shows a known log "
         "format (exchange, exim, opensmtpd, postfix, sendmail): nothing is counted; name the "
-        "format with --log.format or sources[].format"]
+        "format with --log.format or sources[].format")]
 
 
 def test_parse_draws_a_progress_line_on_a_terminal_only(tmp_path, monkeypatch):
