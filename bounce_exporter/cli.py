@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                             f"under systemd, else {DEFAULT_STATE_FILE} where writable, else "
                             "bounce-exporter/state.json in $XDG_STATE_HOME or ~/.local/state)")
     _common(serve)
+    _one_shot_commands(commands)
+    return parser
 
+
+def _one_shot_commands(commands) -> None:  # type: ignore[no-untyped-def]
     parse = commands.add_parser(
         "parse", help="print every delivery event of log files as JSON Lines",
         description="Read log files from the start and print one JSON object per delivery event: "
@@ -115,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print one JSON object (parse's keys where they apply)")
     explain.add_argument("--config.file", dest="config_file", metavar="PATH",
                          help=CONFIG_HELP + ": its classification.text_rules apply")
-    return parser
 
 
 def _report(err: ConfigError) -> int:

@@ -75,14 +75,7 @@ def explain(text: str, classifier: Classifier) -> Explanation:
     catalog = classifier.catalog
     judging = catalog.judging
     assert judging is not None  # a catalog with problems is never loaded
-    event = delivery_event(text)
-    if event is not None:
-        text, code, enhanced = event.text or text, event.code, event.enhanced
-    else:
-        code, enhanced = find_reply_in_line(text)
-    if code is None and enhanced is None and _CODE_LIKE.fullmatch(text):
-        raise ValueError(f"{text} is not an SMTP reply code: basic codes are 2xx to 5xx (such as "
-                         "431), enhanced codes 2.x.x, 4.x.x or 5.x.x (such as 4.3.1)")
+    event, text, code, enhanced = _reply_of(text)
     judged, notes = _judge(judging, code, enhanced, text)
     if event is not None:
         judged, notes = _mta_decision(classifier, judging, event, judged)
@@ -127,6 +120,19 @@ def explain(text: str, classifier: Classifier) -> Explanation:
         judged=judged, severity_description=catalog.severities.get(info.severity, ""),
         category_description=info.description,
         kind_description=catalog.kinds[judged].description)
+
+
+def _reply_of(text: str) -> tuple[DeliveryEvent | None, str, str | None, str | None]:
+    """(the delivery event of a whole log line or None, the reply, its code, its enhanced code).
+    Raises ValueError for a number that is no reply code."""
+    event = delivery_event(text)
+    if event is not None:
+        return event, event.text or text, event.code, event.enhanced
+    code, enhanced = find_reply_in_line(text)
+    if code is None and enhanced is None and _CODE_LIKE.fullmatch(text):
+        raise ValueError(f"{text} is not an SMTP reply code: basic codes are 2xx to 5xx (such as "
+                         "431), enhanced codes 2.x.x, 4.x.x or 5.x.x (such as 4.3.1)")
+    return None, text, code, enhanced
 
 
 def delivery_event(line: str) -> DeliveryEvent | None:
