@@ -14,7 +14,7 @@ from typing import TextIO
 
 from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification, Classifier
-from bounce_exporter.config import Config, SourceConfig, expand_sources
+from bounce_exporter.config import DEFAULT_FORMAT, Config, SourceConfig, expand_sources
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.exposition.collector import Exposition, Registry, exporter_registry
@@ -26,7 +26,8 @@ from bounce_exporter.pipeline import Feed, Pipeline
 from bounce_exporter.sources import Source
 from bounce_exporter.sources.catchup import CatchUpSource
 from bounce_exporter.sources.files import FileSource
-from bounce_exporter.sources.journal import JournalSource
+from bounce_exporter.sources.journal import JournalCursor, JournalSource
+from bounce_exporter.sources.position import Position
 from bounce_exporter.sources.stdin import StdinSource, is_stdin
 from bounce_exporter.sources.wakeup import Wakeup
 from bounce_exporter.state.counters import DomainLabels, MetricState
@@ -137,8 +138,11 @@ class Exporter:
     def start(self) -> tuple[str, int]:
         """Restore the state, open the sources where they were left, start serving; return the
         bound (host, port)."""
+        if self.config.sources_chosen:
+            log.info("%s", self.config.sources_chosen)
         positions = self._saved_positions()
         self.pipeline.begin(positions)
+        self._tell_resumed(positions)
         with self.state.lock:
             self.keeper.take()  # the starting point, written at the first scrape or save
         self.server = start_server(self.config.listen_address, self.registry,
@@ -152,6 +156,19 @@ class Exporter:
         log.info("listening on %s:%s, following %s", host, port,
                  ", ".join(feed.source.name for feed in self.pipeline.feeds))
         return host, port
+
+    def _tell_resumed(self, positions: dict) -> None:
+        """One line per source started from a saved position rather than its first-open rule:
+        what the state file did, and that --log.from-start does not apply to it."""
+        ignored = "; --log.from-start does not apply" if self.config.from_start else ""
+        for feed in self.pipeline.feeds:
+            saved, start = positions.get(feed.source.name), feed.counted
+            if isinstance(saved, JournalCursor):
+                log.info("%s: resuming after the journal cursor saved in %s%s", feed.source.name,
+                         self.config.state_file, ignored)
+            elif isinstance(saved, Position) and isinstance(start, Position):
+                log.info("resuming at byte %d of %s (saved in %s)%s", start.offset,
+                         start.file or feed.source.name, self.config.state_file, ignored)
 
     def run(self) -> int:
         """Serve and read until stopped (SIGTERM, SIGINT); SIGHUP reloads the configuration.
@@ -242,7 +259,7 @@ class Exporter:
             return False
         config = _keep_restart_only(config, self.config)
         self.config = config
-        logging.getLogger().setLevel(config.log_level.upper())
+        logging.getLogger("bounce_exporter").setLevel(config.log_level.upper())
         self._apply_sources(config)
         self.store.apply(config.max_domains, config.deferral_rules, config.max_series)
         self.pipeline.apply(classifier, config.max_line_bytes)
@@ -282,31 +299,48 @@ def _keep_restart_only(config: Config, old: Config) -> Config:
 # -- parse: one JSON object per delivery event ---------------------------------------------------
 
 EventSink = Callable[[int, DeliveryEvent, Classification], None]
+OneShot = FileSource | CatchUpSource | StdinSource
 
 
-def read_file_events(path: str, fmt: str, max_line_bytes: int, classifier: Classifier,
-                     on_event: EventSink) -> None:
-    """Read a file from its start through a one-source ``Pipeline`` (source → parser →
-    classification), handing every delivery event to ``on_event(line number, event, verdict)``.
+def _one_shot_source(path: str, max_line_bytes: int, on_data: Callable[[], None]) -> OneShot:
+    """The source of a one-shot read: standard input ("-"), a file through gzip, a file.
 
-    Raises OSError, before anything is read, when the file cannot be read. Lines not understood
-    are logged and skipped."""
+    Raises OSError, before anything is read, when the file cannot be read."""
+    if is_stdin(path):
+        return StdinSource(name=path, max_line_bytes=max_line_bytes, on_data=on_data)
     if not os.path.isfile(path):
         raise OSError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
     with open(path, "rb"):  # raises PermissionError before anything is printed
         pass
-    source: FileSource | CatchUpSource
     if path.endswith(".gz"):  # a rotated, compressed log: read through gzip
-        source = CatchUpSource(path, max_line_bytes=max_line_bytes)
-    else:
-        source = FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
+        return CatchUpSource(path, max_line_bytes=max_line_bytes)
+    return FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
+
+
+def read_file_events(path: str, fmt: str, max_line_bytes: int, classifier: Classifier,
+                     on_event: EventSink, on_read: Callable[[int], None] | None = None) -> None:
+    """Read a file from its start ("-": standard input to its end) through a one-source
+    ``Pipeline`` (source → parser → classification), handing every delivery event to
+    ``on_event(line number, event, verdict)`` and the offset reached to ``on_read(offset)``.
+
+    Raises OSError, before anything is read, when the file cannot be read. Lines not understood
+    are logged and skipped; a file none of whose lines gives an event says so."""
+    data = threading.Event()
+    source = _one_shot_source(path, max_line_bytes, data.set)
     pipeline = Pipeline(classifier, MetricState())
-    feed = pipeline.add(source, make_parser(fmt, _reference_time(path)), on_event=on_event)
+    reference = None if isinstance(source, StdinSource) else _reference_time(path)
+    feed = pipeline.add(source, make_parser(fmt, reference), on_event=on_event, on_read=on_read)
     pipeline.begin_feed(feed)
     if isinstance(source, CatchUpSource) and source.read_errors:
         raise OSError(f"{path}: not a readable gzip file")
-    pipeline.pump()
+    if isinstance(source, StdinSource):
+        while not source.eof:
+            data.wait(1.0)
+            data.clear()
+            pipeline.pump()
+    pipeline.pump()  # all of a file; what standard input held when it ended
     pipeline.drain()
+    pipeline.tell_nothing_understood(feed, at_end=True)
     if source.lines_too_long:
         log.warning("%s: %d lines over %d bytes skipped", path, source.lines_too_long,
                     max_line_bytes)
@@ -336,9 +370,12 @@ def event_record(path: str, lineno: int, event: DeliveryEvent, verdict: Classifi
 
 
 def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> int:
-    """Print every delivery event of ``paths`` as JSON Lines; 1 if a file could not be read."""
+    """Print every delivery event of ``paths`` as JSON Lines; 1 if a file could not be read.
+    With ``err`` a terminal, a progress line on it (``Progress``). A closed ``out`` (``| head``)
+    raises BrokenPipeError to the caller."""
     classifier = Classifier.load(extra_text_rules=config.text_rules)
-    fmt = config.log_format or config.sources[0].format
+    fmt = config.log_format or DEFAULT_FORMAT
+    progress = Progress(err, paths) if _is_terminal(err) else None
     status = 0
     for path in paths:
         def printed(lineno: int, event: DeliveryEvent, verdict: Classification,
@@ -347,9 +384,92 @@ def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> i
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
         try:
-            read_file_events(path, fmt, config.max_line_bytes, classifier, printed)
+            read_file_events(path, fmt, config.max_line_bytes, classifier, printed,
+                             progress.at if progress is not None else None)
+        except BrokenPipeError:
+            raise
         except OSError as error:
             reason = f"{path}: {error.strerror}" if error.strerror else str(error)
+            if progress is not None:
+                progress.clear()
             err.write(f"bounce-exporter parse: cannot read {reason}\n")
             status = 1
+        if progress is not None:
+            progress.file_done(path)
+    if progress is not None:
+        progress.finish()
     return status
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """The progress line of a long one-shot read, redrawn on a terminal at most every
+    ``INTERVAL`` seconds, the first time after ``INTERVAL`` (a short read shows none): bytes done
+    of the total of the files (a .gz counts when done), the rate, and the file being read."""
+
+    INTERVAL = 0.5
+
+    def __init__(self, err: TextIO, paths: list[str], clock: Callable[[], float] = time.monotonic):
+        self.err, self.paths, self.clock = err, paths, clock
+        self.sizes = [_size(path) for path in paths]
+        self.total = sum(self.sizes)
+        self.index = 0  # of the file being read
+        self.finished = 0  # bytes of the files read
+        self.offset = 0  # in the file being read
+        self.started = clock()
+        self.due = self.started + self.INTERVAL
+        self.shown = False
+
+    def at(self, offset: int) -> None:
+        if self.paths[self.index].endswith(".gz"):
+            return  # an uncompressed offset: no part of the compressed total
+        self.offset = offset
+        if self.clock() >= self.due:
+            self.draw()
+
+    def file_done(self, path: str) -> None:
+        self.finished += self.sizes[self.index]
+        self.offset = 0
+        self.index = min(self.index + 1, len(self.paths) - 1)
+        if self.clock() >= self.due:
+            self.draw()
+
+    def draw(self) -> None:
+        done = self.finished + self.offset
+        elapsed = max(self.clock() - self.started, 1e-6)
+        share = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        files = f", file {self.index + 1} of {len(self.paths)}" if len(self.paths) > 1 else ""
+        self.err.write(f"\rparse: {_megabytes(done)} of {_megabytes(self.total)}{share}, "
+                       f"{_megabytes(done / elapsed)}/s{files}\x1b[K")
+        self.err.flush()
+        self.shown = True
+        self.due = self.clock() + self.INTERVAL
+
+    def clear(self) -> None:
+        """Before another message on the terminal: the progress line's place, emptied."""
+        if self.shown:
+            self.err.write("\r\x1b[K")
+
+    def finish(self) -> None:
+        """The last state of the line, kept on the terminal, if it was shown at all."""
+        if self.shown:
+            self.draw()
+            self.err.write("\n")
+            self.err.flush()
+
+
+def _size(path: str) -> int:
+    try:
+        return 0 if is_stdin(path) else os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _megabytes(count: float) -> str:
+    return f"{count / 1e6:.1f} MB"

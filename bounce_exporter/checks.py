@@ -47,7 +47,7 @@ def read_yaml_mapping(path: str, where: str, problems: list[str]) -> dict[str, A
         problems.append(f"{where}: cannot read: {err.strerror or err}")
         return None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        problems.append(f"{where}: not valid YAML: {err}")
+        problems.append(f"{where}: not valid YAML: {yaml_problem(err)}")
         return None
     if data is None:
         return {}
@@ -55,6 +55,18 @@ def read_yaml_mapping(path: str, where: str, problems: list[str]) -> dict[str, A
         problems.append(f"{where}: the top level must be a mapping of keys")
         return None
     return data
+
+
+def yaml_problem(err: yaml.YAMLError | UnicodeDecodeError) -> str:
+    """PyYAML's several-line message as one line: where, then what ("line 2, column 3: expected
+    the node content, but found '-'")."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start})"
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None or not err.problem:
+        return " ".join(str(err).split())
+    mark = err.problem_mark
+    what = f"{err.problem} ({err.context})" if err.context else err.problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
 def unknown_keys(mapping: dict, known: set[str] | frozenset[str], where: str,

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from bounce_exporter import __version__
-from bounce_exporter.config import DEFAULT_LOG_FILES, DEFAULT_STATE_FILE, LOG_LEVELS, load_config
+from bounce_exporter.config import (
+    DEFAULT_CONFIG_FILE,
+    DEFAULT_LOG_FILES,
+    DEFAULT_STATE_FILE,
+    LOG_LEVELS,
+    config_file,
+    load_config,
+)
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.parsers import PARSERS
 
@@ -18,24 +26,30 @@ bounce-exporter follows your mail server's log, turns every delivery attempt int
 classifies the reply (soft or hard, and a reason such as system_full for 431 4.3.1) and serves
 Prometheus counters per recipient domain and reply on /metrics."""
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
-  bounce-exporter serve                                  follow /var/log/mail.log, serve :39431
+  bounce-exporter serve                                  the mail log, else Postfix's journal
   bounce-exporter serve --log.file /var/log/mail.log --web.listen-address 127.0.0.1:39431
-  bounce-exporter serve --config.file /etc/bounce-exporter.yml
+  bounce-exporter serve --config.file {DEFAULT_CONFIG_FILE}
   bounce-exporter serve --log.journal postfix@-.service   follow Postfix in the systemd journal
   tail -F /var/log/mail.log | bounce-exporter serve --log.file -
   bounce-exporter parse /var/log/mail.log.1              one JSON object per delivery event
   bounce-exporter explain 431                            what a reply code means, what to do
 
-Flags override the config file. Docs: README.md."""
+The log format is detected per source (--log.format auto) unless given. Flags override the
+config file; {DEFAULT_CONFIG_FILE} is read when it exists and no --config.file is given
+(config/example.yml is a commented starter). Docs: README.md."""
+
+
+CONFIG_HELP = f"YAML configuration file (default: {DEFAULT_CONFIG_FILE} if it exists)"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
-                        help="YAML configuration file (sources, limits, rules)")
+                        help=CONFIG_HELP + ": sources, limits, rules")
     parser.add_argument("--log.format", dest="log_format", choices=sorted(PARSERS),
-                        help="log format of the sources (default: postfix)")
+                        help="log format of the sources (default: auto, detected per source "
+                             "from its lines)")
     parser.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS,
                         help="level of the exporter's own log on stderr (default: info)")
 
@@ -55,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mail log to follow ('-': standard input); repeatable, globs "
                             "allowed, rotated and .gz matches read once with --log.from-start "
                             "(default: the first of "
-                            f"{', '.join(DEFAULT_LOG_FILES)} that exists)")
+                            f"{', '.join(DEFAULT_LOG_FILES)} that exists, else the journal of "
+                            "the Postfix units)")
     serve.add_argument("--log.journal", dest="journal_units", action="append", metavar="UNIT",
                        help="follow this systemd unit's journal (journalctl); repeatable "
                             "(default units: postfix@-.service, postfix.service)")
@@ -74,15 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TLS and basic auth, in the exporter-toolkit web config format "
                             "(default: none, plain HTTP)")
     serve.add_argument("--state.file", dest="state_file", metavar="PATH",
-                       help=f"state kept across restarts (default: {DEFAULT_STATE_FILE})")
+                       help="state kept across restarts (default: $STATE_DIRECTORY/state.json "
+                            f"under systemd, else {DEFAULT_STATE_FILE} where writable, else "
+                            "bounce-exporter/state.json in $XDG_STATE_HOME or ~/.local/state)")
     _common(serve)
+    _one_shot_commands(commands)
+    return parser
 
+
+def _one_shot_commands(commands) -> None:  # type: ignore[no-untyped-def]
     parse = commands.add_parser(
         "parse", help="print every delivery event of log files as JSON Lines",
         description="Read log files from the start and print one JSON object per delivery event: "
                     "file, line, time, mta, queue_id, recipient, domain, status, code, enhanced, "
-                    "kind, category, text.")
-    parse.add_argument("files", nargs="+", metavar="FILE", help="log file to read (.gz too)")
+                    "kind, category, text. On a terminal, a progress line on stderr.")
+    parse.add_argument("files", nargs="+", metavar="FILE",
+                       help="log file to read (.gz too; '-': standard input)")
     _common(parse)
 
     explain = commands.add_parser(
@@ -96,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", dest="explain_json", action="store_true",
                          help="print one JSON object (parse's keys where they apply)")
     explain.add_argument("--config.file", dest="config_file", metavar="PATH",
-                         help="YAML configuration file: its classification.text_rules apply")
-    return parser
+                         help=CONFIG_HELP + ": its classification.text_rules apply")
 
 
 def _report(err: ConfigError) -> int:
@@ -107,35 +128,61 @@ def _report(err: ConfigError) -> int:
     return 2
 
 
+def setup_logging(level: str) -> None:
+    """The exporter's own loggers at ``level``; other libraries' (watchdog's) at warning, whatever
+    the level: their debug output is not ours to turn on (and watchdog's would feed back when
+    stderr goes to a file in a watched folder)."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bounce_exporter").setLevel(level.upper())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in vars(args).items()
                  if key not in ("command", "config_file", "files", "explain_text", "explain_json")}
+    path = config_file(args.config_file)
+
     def loader():  # also re-reads the configuration at SIGHUP
-        return load_config(args.config_file, overrides)
+        return load_config(path, overrides)
 
     try:
         config = loader()
     except ConfigError as err:
         return _report(err)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # parse's output is its stdout: on stderr, warnings only (not which format it detected)
+    quiet = args.command == "parse" and args.log_level is None and config.log_level == "info"
+    setup_logging("warning" if quiet else config.log_level)
     try:
         return _run(args, config, loader)
     except ConfigError as err:  # problems only found when the catalog and rules are loaded
         return _report(err)
+    except BrokenPipeError:  # `parse FILE | head`: the reader is gone, nothing more to say
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """Exit quietly, as a program killed by SIGPIPE would (141): what Python still holds for
+    stdout goes to /dev/null, not into an error message at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 def _run(args: argparse.Namespace, config, loader) -> int:
     from bounce_exporter import app  # after the flags: --help stays fast
 
-    if args.command == "parse":
-        return app.parse_files(args.files, config, sys.stdout, sys.stderr)
-    if args.command == "explain":
-        from bounce_exporter.classify.explain import run_explain
+    if args.command in ("parse", "explain"):
+        if args.command == "parse":
+            status = app.parse_files(args.files, config, sys.stdout, sys.stderr)
+        else:
+            from bounce_exporter.classify.explain import run_explain
 
-        return run_explain(args.explain_text, config.text_rules, as_json=args.explain_json,
-                           out=sys.stdout, err=sys.stderr)
+            status = run_explain(args.explain_text, config.text_rules, as_json=args.explain_json,
+                                 out=sys.stdout, err=sys.stderr)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the exit
+        return status
     exporter = app.Exporter(config, loader=loader)
     exporter.install_signal_handlers()
     try:

@@ -2,9 +2,9 @@
 
 Every problem found is collected and reported together (``ConfigError``), each naming its key.
 
-    sources:                       # log files to follow; globs allowed
+    sources:                       # log files to follow; globs allowed (default: default_sources)
       - path: /var/log/mail.log
-        format: postfix
+        format: auto               # the default: detected per source from its lines
       - path: "-"                  # standard input (a pipe, a container sidecar)
       - journal: {unit: postfix@-.service}  # or {identifier: postfix}; default units: {}
         format: postfix            # journal also takes namespace: NS or directory: DIR
@@ -19,7 +19,7 @@ Every problem found is collected and reported together (``ConfigError``), each n
       max_series: 10000            # bounce_failures_total series; later label sets: overflow series
       domain_allowlist: []         # domains that always get their own series
       max_line_bytes: 65536        # longer lines are skipped and counted
-    state_file: /var/lib/bounce-exporter/state.json
+    state_file: /var/lib/bounce-exporter/state.json   # default: default_state_file()
     persistent_deferrals: [...]    # see bounce_exporter.state.deferrals
     classification:
       text_rules: [...]            # extra rules, checked before the packaged catalog's
@@ -30,7 +30,9 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +45,12 @@ from bounce_exporter.sources.rotation import is_rotated_name
 from bounce_exporter.state.counters import DEFAULT_MAX_SERIES
 from bounce_exporter.state.rules import parse_rules
 
+DEFAULT_CONFIG_FILE = "/etc/bounce-exporter/config.yml"  # read when it exists and none is given
 DEFAULT_LOG_FILES = ("/var/log/mail.log", "/var/log/maillog")
-DEFAULT_STATE_FILE = "/var/lib/bounce-exporter/state.json"
+DEFAULT_FORMAT = "auto"
+SYSTEM_STATE_DIR = "/var/lib/bounce-exporter"
+DEFAULT_STATE_FILE = f"{SYSTEM_STATE_DIR}/state.json"
+STATE_FILE_NAME = "state.json"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 MIN_POLL_INTERVAL = 0.05  # seconds
@@ -71,7 +77,7 @@ class JournalConfig:
 @dataclass
 class SourceConfig:
     path: str  # a file, a glob, "-" (standard input), or a journal source's name
-    format: str = "postfix"
+    format: str = DEFAULT_FORMAT
     journal: JournalConfig | None = None
     catch_up_of: str | None = None  # a rotated file read once before this live file
 
@@ -94,6 +100,7 @@ class Config:
     persistent_deferrals: list | None = None  # raw rules, as written
     deferral_rules: list = field(default_factory=list)  # the same, checked (DeferralRule)
     text_rules: list = field(default_factory=list)  # raw rules; checked by the classifier
+    sources_chosen: str | None = None  # how the default sources were chosen (logged at start)
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
@@ -107,14 +114,64 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
     _apply_file(config, raw, where, problems)
     _apply_overrides(config, overrides, problems)
     if not config.sources:
-        existing = [p for p in DEFAULT_LOG_FILES if os.path.exists(p)]
-        config.sources = [SourceConfig(existing[0] if existing else DEFAULT_LOG_FILES[0])]
+        config.sources, config.sources_chosen = default_sources()
+    if "state_file" not in raw and overrides.get("state_file") is None:
+        config.state_file = default_state_file()
     if config.log_format is not None:  # --log.format applies to every source
         config.sources = [dataclasses.replace(s, format=config.log_format) for s in config.sources]
     _check(config, problems)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def config_file(given: str | None) -> str | None:
+    """The configuration file to read: the one given, else DEFAULT_CONFIG_FILE if it exists."""
+    if given is not None:
+        return given
+    return DEFAULT_CONFIG_FILE if os.path.isfile(DEFAULT_CONFIG_FILE) else None
+
+
+def default_sources(log_files: tuple[str, ...] = DEFAULT_LOG_FILES,
+                    journalctl: str | None = "journalctl") -> tuple[list[SourceConfig], str]:
+    """What to follow when nothing is configured, and a sentence saying why: the first mail log
+    that exists, else (Debian 12 installs no syslog daemon) the journal of the Postfix units, else
+    (no journalctl either) the first mail log, followed once it appears."""
+    for path in log_files:
+        if os.path.exists(path):
+            return [SourceConfig(path)], (f"following {path} (the first of {', '.join(log_files)} "
+                                          "that exists; --log.file or --log.journal to choose)")
+    if journalctl is not None and shutil.which(journalctl):
+        source = journal_source(JournalConfig())
+        return [source], (f"no {' or '.join(log_files)}: following the journal of the Postfix "
+                          f"units ({source.path}); --log.file or --log.journal to choose")
+    return [SourceConfig(log_files[0])], (f"no {' or '.join(log_files)} and no journalctl: "
+                                          f"waiting for {log_files[0]} to appear; --log.file "
+                                          "to choose")
+
+
+def default_state_file(environ: Mapping[str, str] = os.environ,
+                       system_dir: str = SYSTEM_STATE_DIR) -> str:
+    """Where the state is kept when no state_file is given, in a place this user can write:
+    systemd's $STATE_DIRECTORY (StateDirectory=), else ``system_dir`` when writable (root, or a
+    user given it), else $XDG_STATE_HOME/bounce-exporter, else ~/.local/state/bounce-exporter."""
+    given = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if given:
+        return os.path.join(given, STATE_FILE_NAME)
+    if _writable_dir(system_dir):
+        return os.path.join(system_dir, STATE_FILE_NAME)
+    base = environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "bounce-exporter", STATE_FILE_NAME)
+
+
+def _writable_dir(path: str) -> bool:
+    """``path`` is a directory this process can make files in, or can be made."""
+    if os.path.isdir(path):
+        return os.access(path, os.W_OK | os.X_OK)
+    parent = os.path.dirname(path.rstrip("/"))
+    return not os.path.exists(path) and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)
 
 
 def expand_sources(sources: list[SourceConfig], from_start: bool = False) -> list[SourceConfig]:
@@ -231,7 +288,7 @@ def _sources(value: Any, where: str, problems: list[str]) -> list[SourceConfig]:
         for unknown in sorted(set(item) - SOURCE_KEYS):
             known = "format, journal" if "journal" in item else "format, path"
             problems.append(f"{where}: sources[{i}].{unknown}: unknown key (known: {known})")
-        fmt = str(item.get("format", "postfix"))
+        fmt = str(item.get("format", DEFAULT_FORMAT))
         if "journal" in item:
             journal = _journal(item["journal"], f"{where}: sources[{i}].journal", problems)
             if journal is not None:
@@ -241,7 +298,7 @@ def _sources(value: Any, where: str, problems: list[str]) -> list[SourceConfig]:
     return sources
 
 
-def journal_source(journal: JournalConfig, fmt: str = "postfix") -> SourceConfig:
+def journal_source(journal: JournalConfig, fmt: str = DEFAULT_FORMAT) -> SourceConfig:
     from bounce_exporter.sources.journal import source_name
 
     name = source_name(journal.units, journal.identifier, journal.namespace, journal.directory)
@@ -288,7 +345,7 @@ def _apply_overrides(config: Config, overrides: dict[str, Any], problems: list[s
                                                              namespace=None), s.format)
                           if s.journal is not None else s for s in config.sources]
     elif files is not None or units is not None or directory is not None:  # replace the list
-        fmt = config.sources[0].format if config.sources else "postfix"
+        fmt = config.sources[0].format if config.sources else DEFAULT_FORMAT
         flagged = [SourceConfig(p, fmt) for p in files or []]
         if units is not None or directory is not None:
             flagged += [journal_source(JournalConfig(tuple(units or ()), directory=directory), fmt)]

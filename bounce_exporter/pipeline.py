@@ -15,10 +15,19 @@ from dataclasses import dataclass, field
 
 from bounce_exporter.classify.classifier import Classification, Classifier
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.parsers import Capabilities, Failed, LineNotUnderstood, Parser, capabilities
+from bounce_exporter.parsers import (
+    PARSERS,
+    Capabilities,
+    DetectingParser,
+    Failed,
+    LineNotUnderstood,
+    Parser,
+    capabilities,
+)
 from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.sources import BlockSource, Resumable, Source
 from bounce_exporter.sources.lines import Batch, Block
+from bounce_exporter.sources.position import Position
 from bounce_exporter.state.counters import MetricState
 
 log = logging.getLogger(__name__)
@@ -27,6 +36,7 @@ log = logging.getLogger(__name__)
 # parser's own (``Capabilities.not_understood_reasons``) their series start at 0 for each source.
 TOO_LONG, PARSER_ERROR = "too_long", "parser_error"
 LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are logged at debug level
+NOTHING_UNDERSTOOD_LINES = 1000  # a source with no event in this many lines says so, once
 
 LineObserver = Callable[[int, DeliveryEvent, Classification], None]  # (line number, event, verdict)
 
@@ -41,7 +51,10 @@ class Feed:
     # Numbered (the ``parse`` command): every line through ``parse``, in order, and each event
     # handed to ``on_event`` with its line number (1 for the source's first line).
     on_event: LineObserver | None = None
+    on_read: Callable[[int], None] | None = None  # a one-shot read's progress: the offset reached
     lines: int = 0  # lines counted so far
+    events: int = 0  # delivery events found so far
+    told_nothing_understood: bool = False
     caps: Capabilities = field(init=False)
     # (read_blocks, parse_block) when the source reads blocks and the parser parses them
     blocks: tuple[Callable[[], Iterator[Block]], Callable[[bytes, Failed], list[DeliveryEvent]]] \
@@ -71,9 +84,11 @@ class Pipeline:
         self.feeds: list[Feed] = []
         self._logged: dict[tuple[str, str], int] = defaultdict(int)
 
-    def add(self, source: Source, parser: Parser, on_event: LineObserver | None = None) -> Feed:
-        """Follow ``source`` with ``parser``; ``on_event``: a numbered feed (see ``Feed``)."""
-        feed = Feed(source, parser, on_event=on_event)
+    def add(self, source: Source, parser: Parser, on_event: LineObserver | None = None,
+            on_read: Callable[[int], None] | None = None) -> Feed:
+        """Follow ``source`` with ``parser``; ``on_event``: a numbered feed, ``on_read``: told the
+        file offset after each batch (see ``Feed``)."""
+        feed = Feed(source, parser, on_event=on_event, on_read=on_read)
         with self.state.lock:
             self.feeds.append(feed)
             stats = self.state.source(source.name)
@@ -81,6 +96,7 @@ class Pipeline:
                 stats.not_understood[reason] += 0  # present from the start: rate() is 0, not empty
             stats.not_attempts = {**dict.fromkeys(feed.caps.not_attempt_reasons, 0),
                                   **stats.not_attempts}
+            self.state.source(source.name).format = feed.caps.detected() or ""
         return feed
 
     def apply(self, classifier: Classifier, max_line_bytes: int) -> None:
@@ -225,8 +241,12 @@ class Pipeline:
         found = [(event, classify(event.status, event.code, event.enhanced, event.text))
                  for event in events]
         state = self.state
+        fmt = feed.caps.detected()  # found while parsing these lines: shown with their counts
         with state.lock:
             stats = state.source(feed.source.name)
+            if fmt is not None and fmt != stats.format:
+                stats.format = fmt
+                log.info("%s: log format detected: %s", feed.source.name, fmt)
             stats.lines_read += lines
             stats.last_line_time = self.clock()
             for reason, count in skipped.items():
@@ -236,6 +256,7 @@ class Pipeline:
                     stats.not_understood[TOO_LONG] += read.too_long
                 feed.counted = read.position
             feed.lines += lines
+            feed.events += len(found)
             record, observers = state.record, self.observers
             for event, classification in found:
                 record(event, classification)
@@ -244,9 +265,33 @@ class Pipeline:
             if feed.on_event is not None and numbers is not None:
                 for number, (event, classification) in zip(numbers, found):
                     feed.on_event(number, event, classification)
+        if feed.on_read is not None and isinstance(read, (Batch, Block)) \
+                and isinstance(read.position, Position):
+            feed.on_read(read.position.offset)
+
+    def tell_nothing_understood(self, feed: Feed, at_end: bool = False) -> None:
+        """Log, once per source, that its first NOTHING_UNDERSTOOD_LINES lines (with ``at_end``:
+        all of a one-shot read) gave no delivery event: most likely the wrong format."""
+        if feed.told_nothing_understood or feed.events or not feed.lines or not (
+                at_end or feed.lines >= NOTHING_UNDERSTOOD_LINES):
+            return
+        fmt = feed.caps.detected()
+        if fmt is not None and isinstance(feed.parser, DetectingParser):
+            return  # a line showed its format: a quiet stretch of a known log
+        feed.told_nothing_understood = True
+        if fmt is None:
+            known = ", ".join(name for name in sorted(PARSERS) if name != "auto")
+            log.warning("%s: none of its %d lines shows a known log format (%s): nothing is "
+                        "counted; name the format with --log.format or sources[].format",
+                        feed.source.name, feed.lines, known)
+        else:
+            log.warning("%s: no delivery event in its %d lines read as %s; if it is another "
+                        "MTA's log, leave the format to auto-detection (--log.format auto)",
+                        feed.source.name, feed.lines, fmt)
 
     def _sync_source_stats(self, feed: Feed) -> None:
         source = feed.source
+        self.tell_nothing_understood(feed)
         with self.state.lock:
             stats = self.state.source(source.name)
             stats.up = 1 if source.up else 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from bounce_exporter.config import Config, SourceConfig, expand_sources, load_config
@@ -14,7 +17,7 @@ def test_defaults(tmp_path):
     assert config.telemetry_path == "/metrics"
     assert (config.max_domains, config.max_line_bytes, config.poll_interval) == (500, 65536, 1.0)
     assert config.max_series == 10_000
-    assert config.sources == [SourceConfig(str(tmp_path / "mail.log"), "postfix")]
+    assert config.sources == [SourceConfig(str(tmp_path / "mail.log"), "auto")]  # issue 14
     assert config.from_start is False
 
 
@@ -97,3 +100,117 @@ def test_a_poll_interval_under_50ms_is_refused_and_ms_are_understood(tmp_path):
         "sooner anyway)"]
     assert load_config(None, {"poll_interval": "250ms"}).poll_interval == 0.25
     assert load_config(None, {"poll_interval": "0.05s"}).poll_interval == 0.05
+
+
+# -- issue 14: one human line per problem, defaults that fit the machine -------------------------
+
+def test_invalid_yaml_is_one_line_saying_where_and_what(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("sources: [\n  - /var/log/mail.log\nweb: {\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(broken), {})
+    assert err.value.problems == [
+        (f"--config.file {broken}: not valid YAML: line 2, column 3: expected the node content, "
+         "but found '-' (while parsing a flow node)")]
+    tabbed = tmp_path / "tabbed.yml"
+    tabbed.write_text("sources:\n\t- /var/log/mail.log\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tabbed), {})
+    assert err.value.problems == [
+        (f"--config.file {tabbed}: not valid YAML: line 2, column 1: found character '\\t' that "
+         "cannot start any token (while scanning for the next token)")]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from .test_web_tls import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _web_config_problems(tmp_path, cert: str, key: str) -> list[str]:
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"web_config_file": str(web), "log_files": [str(tmp_path / "m.log")]})
+    return err.value.problems
+
+
+def test_a_certificate_that_is_not_pem_is_one_line_saying_so(pki, tmp_path):
+    import ssl
+
+    der = tmp_path / "server.der"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(Path(pki.server_crt).read_text()))
+    where = f"web.config_file / --web.config.file {tmp_path / 'web.yml'}: tls_server_config"
+    assert _web_config_problems(tmp_path, str(der), pki.server_key) == [(
+        f"{where}.cert_file/key_file: cannot load {der} with {pki.server_key}: {der} is not a PEM "
+        f"certificate (no -----BEGIN CERTIFICATE----- line; a DER file converts with: openssl "
+        f"x509 -inform der -in {der} -out server.crt)")]
+    assert _web_config_problems(tmp_path, pki.server_crt, pki.server_crt) == [(
+        f"{where}.cert_file/key_file: cannot load {pki.server_crt} with {pki.server_crt}: "
+        f"{pki.server_crt} is not a PEM private key (no -----BEGIN PRIVATE KEY----- line, or it "
+        "is encrypted)")]
+    assert _web_config_problems(tmp_path, pki.server_crt, pki.client_key) == [(
+        f"{where}.cert_file/key_file: cannot load {pki.server_crt} with {pki.client_key}: the key "
+        f"{pki.client_key} does not belong to the certificate {pki.server_crt}")]
+
+
+def test_the_default_state_file_is_one_the_user_can_write(tmp_path):
+    from bounce_exporter.config import default_state_file
+
+    system = tmp_path / "var-lib" / "bounce-exporter"
+    # systemd's StateDirectory= (several are colon-separated: the first)
+    assert default_state_file({"STATE_DIRECTORY": "/var/lib/x:/var/lib/y"}, str(system)) == \
+        "/var/lib/x/state.json"
+    # the system folder can be made (its parent is writable): there
+    (tmp_path / "var-lib").mkdir()
+    assert default_state_file({}, str(system)) == f"{system}/state.json"
+    # it cannot: the user's XDG state folder, else ~/.local/state
+    unwritable = tmp_path / "ro" / "bounce-exporter"
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.access(tmp_path / "ro", os.W_OK):  # root writes anywhere: a missing parent instead
+        unwritable = tmp_path / "missing" / "bounce-exporter"
+    assert default_state_file({"XDG_STATE_HOME": "/home/u/.state"}, str(unwritable)) == \
+        "/home/u/.state/bounce-exporter/state.json"
+    assert default_state_file({"XDG_STATE_HOME": "relative"}, str(unwritable)) == \
+        os.path.expanduser("~/.local/state/bounce-exporter/state.json")
+
+
+def test_load_config_takes_the_default_state_file_unless_one_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "systemd-state"))
+    log = {"log_files": [str(tmp_path / "m.log")]}
+    assert load_config(None, log).state_file == str(tmp_path / "systemd-state" / "state.json")
+    assert load_config(None, {**log, "state_file": "/x/s.json"}).state_file == "/x/s.json"
+    path = tmp_path / "c.yml"
+    path.write_text("state_file: /y/s.json\n")
+    assert load_config(str(path), log).state_file == "/y/s.json"
+
+
+def test_default_sources_the_mail_log_else_the_postfix_journal_else_the_mail_log(tmp_path):
+    from bounce_exporter.config import default_sources
+
+    mail, maillog = str(tmp_path / "mail.log"), str(tmp_path / "maillog")
+    (tmp_path / "maillog").write_text("")
+    assert default_sources((mail, maillog)) == ([SourceConfig(maillog)], (
+        f"following {maillog} (the first of {mail}, {maillog} that exists; --log.file or "
+        "--log.journal to choose)"))
+    os.remove(maillog)
+    sources, why = default_sources((mail, maillog), journalctl="sh")  # a command that exists
+    assert [(s.path, s.journal.units if s.journal else None) for s in sources] == [
+        ("journal:postfix@-.service,postfix.service", ())]
+    assert why == (f"no {mail} or {maillog}: following the journal of the Postfix units "
+                   "(journal:postfix@-.service,postfix.service); --log.file or --log.journal to "
+                   "choose")
+    assert default_sources((mail, maillog), journalctl="no-such-command-here") == (
+        [SourceConfig(mail)], (f"no {mail} or {maillog} and no journalctl: waiting for {mail} "
+                               "to appear; --log.file to choose"))
+
+
+def test_the_config_file_default_is_read_only_when_it_exists(tmp_path, monkeypatch):
+    from bounce_exporter import config as config_module
+
+    assert config_module.config_file("/given.yml") == "/given.yml"
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_FILE", str(tmp_path / "config.yml"))
+    assert config_module.config_file(None) is None
+    (tmp_path / "config.yml").write_text("{}\n")
+    assert config_module.config_file(None) == str(tmp_path / "config.yml")

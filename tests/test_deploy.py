@@ -602,12 +602,46 @@ def test_readme_documents_every_flag_of_serve():
 
 
 def test_readme_quick_start_keeps_its_first_two_commands():
+    """Command 1 in a venv (Debian 12's python3 refuses a system-wide pip install, PEP 668), with
+    Debian's python3-venv first, and no --log.file: the default sources find the log (issue 14)."""
     text = README.read_text()
     first = text.index("```sh\n")
     block = text[first:text.index("```\n", first + 5)]
-    commands = [line for line in block.splitlines() if line and not line.startswith(("#", "`"))]
-    assert commands[0].startswith("pip install . && bounce-exporter serve --log.from-start")
-    assert commands[1] == "pip install '.[test]' && python -m pytest"
+    commands = [line.split("  #")[0].strip() for line in block.splitlines()
+                if line and not line.startswith(("#", "`"))]
+    assert commands == [
+        "apt-get install -y python3-venv",
+        ("python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/bounce-exporter serve "
+         "--log.from-start"),
+        ".venv/bin/pip install '.[test]' && .venv/bin/python -m pytest",
+    ]
+
+
+def test_the_unit_runs_the_command_where_the_documented_install_puts_it():
+    """README "Deployment" and the unit's own comment install into /opt/bounce-exporter; the
+    unit runs that venv's command, and reads the one default configuration file."""
+    binary = unit_settings()["ExecStart"][0].split()[0]
+    venv = binary.removesuffix("/bin/bounce-exporter")
+    assert binary == "/opt/bounce-exporter/bin/bounce-exporter"
+    install = f"python3 -m venv {venv} && {venv}/bin/pip install ."
+    assert install in readme_section("Deployment")
+    assert install in UNIT.read_text()
+    assert f"`{binary} serve`" in readme_section("Deployment")
+    assert unit_settings()["ConfigurationDirectory"] == ["bounce-exporter"]
+
+
+def test_one_default_config_path_everywhere():
+    default = config_module.DEFAULT_CONFIG_FILE
+    assert default == "/etc/bounce-exporter/config.yml"
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("serve", "parse", "explain"):
+        [action] = [a for a in commands[name]._actions if "--config.file" in a.option_strings]
+        assert action.help.startswith(f"YAML configuration file (default: {default} if it "
+                                      "exists)"), name
+    assert default in readme_section("Configuration") and default in readme_section("Deployment")
+    assert f"install -D -m 0644 config/example.yml {default}" in UNIT.read_text()
+    paths = set(re.findall(r"/etc/bounce-exporter/\S+\.yml", README.read_text() + UNIT.read_text()))
+    assert paths == {default, "/etc/bounce-exporter/web-config.yml"}, paths
 
 
 def test_readme_deployment_names_every_shipped_file():

@@ -12,7 +12,7 @@ import pytest
 
 from bounce_exporter.classify.catalog import KINDS
 from bounce_exporter.classify.classifier import Classifier
-from bounce_exporter.classify.explain import KEYS, explain, render
+from bounce_exporter.classify.explain import KEYS, delivery_event, explain, render
 
 from .corpus import CORPUS, REPO, format_samples
 
@@ -354,11 +354,19 @@ def test_basic_and_enhanced_class_disagree_the_basic_code_wins_with_a_note(class
 def test_postfix_dsn_4_7_1_beside_a_554_greeting(classifier):
     line = next(line for line in REAL_LOG.read_text().splitlines()
                 if "dsn=4.7.1" in line and "refused to talk to me: 554" in line)
+    # The whole line: Postfix skipped the host and deferred; explain follows it, as parse does
+    # (issue 14: it said hard beside parse's soft)
     e = explain(line, classifier)
-    assert (e.code, e.enhanced, e.kind, e.category) == ("554", "4.7.1", "hard", "blocklisted")
-    assert "4.7.1 (the MTA's own dsn=)" in e.note and "Postfix's dsn=4.7.1" in e.note
-    # Postfix skipped the host and deferred: parse and the metrics say soft
+    assert (e.status, e.code, e.enhanced, e.kind, e.category) == (
+        "deferred", "554", "4.7.1", "soft", "blocklisted")
+    assert e.note == ("the MTA decided: status=deferred, soft, although the reply's code alone "
+                      "says hard (what the MTA does is what parse and the metrics count)")
     assert classifier.classify("deferred", "554", "4.7.1", line).kind == "soft"
+    # The reply alone, with the dsn= beside it, has no decision to follow: the basic code wins
+    reply = f"{e.text} dsn=4.7.1"
+    alone = explain(reply, classifier)
+    assert (alone.status, alone.kind) == (None, "hard")
+    assert "4.7.1 (the MTA's own dsn=)" in alone.note and "Postfix's dsn=4.7.1" in alone.note
 
 
 def test_multi_line_replies_read_their_first_code_and_match_across_the_markers(classifier):
@@ -574,3 +582,91 @@ def test_a_broken_operator_rule_stops_explain_too(tmp_path):
     assert result.returncode == 2
     assert "classification.text_rules[0] (name 'broken'): invalid regex" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- A whole log line: the MTA's decision, as parse reports it (issue 14) -------------------------
+
+DEFERRED_550 = ("Nov 28 12:22:37 mx postfix/smtp[1]: ABC123: to=<u@ex.example>, "
+                "relay=mx.ex.example[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=4.1.1, "
+                "status=deferred (host mx.ex.example[192.0.2.1] said: 550 5.1.1 <u@ex.example>: "
+                "Recipient address rejected: User unknown (in reply to RCPT TO command))")
+DEFERRED_550_REPLY = ("host mx.ex.example[192.0.2.1] said: 550 5.1.1 <u@ex.example>: Recipient "
+                      "address rejected: User unknown (in reply to RCPT TO command)")
+
+
+def test_a_postfix_deferred_line_with_550_and_dsn_4_1_1_is_soft_as_parse_says(classifier):
+    e = explain(DEFERRED_550, classifier)
+    assert (e.recipient, e.domain, e.status, e.text) == (
+        "u@ex.example", "ex.example", "deferred", DEFERRED_550_REPLY)
+    assert (e.code, e.enhanced, e.kind, e.category) == ("550", "4.1.1", "soft", "user_unknown")
+    assert e.mta_next == classifier.catalog.kinds["soft"].mta_next
+    lines = render(e).splitlines()
+    assert lines[:5] == [
+        "to          u@ex.example",
+        "domain      ex.example",
+        "status      deferred (the MTA's decision)",
+        ("reply       host mx.ex.example[192.0.2.1] said: 550 5.1.1 <u@ex.example>: Recipient "
+         "address"),
+        "            rejected: User unknown (in reply to RCPT TO command)",
+    ]
+    assert "postfix/smtp[1]" not in render(e)  # the reply alone, not the whole line
+    assert "kind        soft: temporary failure" in render(e)
+
+
+def test_explain_of_every_whole_sample_line_with_an_event_follows_its_status(classifier):
+    """Every sample line a parser reads as a delivery event: explain gives parse's status and
+    kind (the corpus's expectation), not the reply code's first digit."""
+    checked = disagreeing = 0
+    for sample in format_samples():
+        if sample.get("fragment") or (event := delivery_event(sample["line"])) is None:
+            continue
+        e = explain(sample["line"], classifier)
+        assert (e.status, e.domain) == (event.status, event.domain), sample["line"]
+        want = {True: "soft", False: "hard", None: None}[sample["expect"]["soft"]]
+        assert e.kind == want, sample["line"]
+        checked += 1
+        disagreeing += e.note is not None and "the MTA decided" in e.note
+    assert (checked, disagreeing) == (60, 2)
+
+
+def test_explain_of_every_real_postfix_event_line_says_what_parse_says(classifier):
+    from bounce_exporter import app
+
+    lines = REAL_LOG.read_text().splitlines()
+    verdicts = []  # what parse prints: through its own read
+    app.read_file_events(str(REAL_LOG), "auto", 65536, classifier,
+                         lambda n, event, verdict: verdicts.append((n, event, verdict)))
+    assert len(verdicts) > 100
+    for number, event, verdict in verdicts:
+        if event.status == "expired":
+            continue  # its reply is the message's earlier deferral: not on the line itself
+        e = explain(lines[number - 1], classifier)
+        assert (e.status, e.kind, e.category, e.text) == (
+            event.status, verdict.kind, verdict.category, event.text), lines[number - 1]
+
+
+def test_explain_of_a_number_that_is_no_reply_code_says_so(classifier):
+    for text in ("999", "600", "42", "6.1.1"):
+        with pytest.raises(ValueError) as err:
+            explain(text, classifier)
+        assert str(err.value) == (
+            f"{text} is not an SMTP reply code: basic codes are 2xx to 5xx (such as 431), "
+            "enhanced codes 2.x.x, 4.x.x or 5.x.x (such as 4.3.1)")
+    result = run("explain", "999")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("bounce-exporter explain: 999 is not an SMTP reply code: basic codes "
+                             "are 2xx to 5xx (such as 431), enhanced codes 2.x.x, 4.x.x or 5.x.x "
+                             "(such as 4.3.1)\n")
+
+
+def test_a_hard_failure_is_never_shown_beside_clears_by_itself(classifier):
+    catalog = classifier.catalog
+    texts = [f"{code} {info.meaning}" for code, info in catalog.basic_codes.items()
+             if code.startswith("5")]
+    texts += [s["line"] for s in format_samples() if s["expect"]["soft"] is False]
+    hard = [explain(text, classifier) for text in texts]
+    hard = [e for e in hard if e.kind == "hard"]
+    assert len(hard) == 50
+    for e in hard:
+        assert "by itself" not in e.severity_description, (e.text, e.severity)
+        assert "by itself" not in e.kind_description, e.text

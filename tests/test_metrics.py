@@ -68,6 +68,7 @@ def test_exposition_text():
     stats = state.source("/var/log/mail.log")
     stats.lines_read, stats.up, stats.last_line_time = 7, 1, 1700000000.0
     stats.not_understood["malformed_delivery"] = 1
+    stats.format = "postfix"  # detected by auto, or configured
     text = generate_latest(registry_for(state)).decode()
     assert "\n".join(line for line in text.splitlines() if not line.startswith("#")) == "\n".join([
         'bounce_delivery_attempts_total{domain="disk.example"} 1.0',
@@ -85,6 +86,7 @@ def test_exposition_text():
         'bounce_exporter_truncations_total{source="/var/log/mail.log"} 0.0',
         'bounce_exporter_rotations_total{source="/var/log/mail.log"} 0.0',
         'bounce_exporter_source_up{source="/var/log/mail.log"} 1.0',
+        'bounce_exporter_source_info{format="postfix",source="/var/log/mail.log"} 1.0',
         'bounce_exporter_last_line_timestamp_seconds{source="/var/log/mail.log"} 1.7e+09',
         'bounce_exporter_domains 1.0',
         'bounce_exporter_domain_overflow_events_total 0.0',

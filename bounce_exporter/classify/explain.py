@@ -1,9 +1,12 @@
 """`bounce-exporter explain`: what a reply, a log line or a bare code means, and what happens next.
 
 The category comes from the same classifier as `parse` and the metrics (text rules, then the
-enhanced code, then the basic code). Soft or hard, though, has no MTA decision to follow here, so
-it is judged from the reply itself: the basic code's first digit, else the enhanced code's class,
-else (no code at all) the deciding text rule's `kind`. When the basic and the enhanced class
+enhanced code, then the basic code). A whole log line that a parser reads as a delivery event
+(its format found as `--log.format auto` finds it) is explained as `parse` reports it: its
+recipient, domain and status, the reply alone, and soft or hard as the MTA decided (its status).
+Anything else has no MTA decision to follow, so soft or hard is judged from the reply itself: the
+basic code's first digit, else the enhanced code's class, else (no code at all) the deciding text
+rule's `kind`. When the basic and the enhanced class
 disagree, the basic code wins and `note` says so (config/catalog.yaml, "How explain judges a
 reply"). What a digit says, and the notes, come from the catalog's `judging`; every descriptive text
 comes from the catalog: the deciding rule or code entry first, then the category's defaults, then
@@ -14,6 +17,7 @@ names, else the reply's markers) is named with its postmaster page.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -23,20 +27,27 @@ from typing import TextIO
 from bounce_exporter.classify.catalog import CodeInfo, TextRule
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.classify.facts import Judging
+from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.parsers import make_parser
+from bounce_exporter.parsers.auto import sniff
 from bounce_exporter.parsers.relay import find_relay_in_line
 from bounce_exporter.parsers.reply import find_reply_in_line
 
 # The JSON object's keys, in order: parse's keys where they apply, then the descriptive ones.
-KEYS = ("text", "code", "enhanced", "kind", "category", "note", "meaning", "severity",
-        "sender_action", "recipient_action", "mta_next", "decided_by", "relay", "provider",
-        "postmaster")
+KEYS = ("recipient", "domain", "status", "text", "code", "enhanced", "kind", "category", "note",
+        "meaning", "severity", "sender_action", "recipient_action", "mta_next", "decided_by",
+        "relay", "provider", "postmaster")
+_CODE_LIKE = re.compile(r"\d+(?:\.\d+)*")  # what a user types as a code: 431, 4.3.1, 999
 _WIDTH = 100
 _LABEL = 12
 
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    text: str
+    recipient: str | None  # these three: from a log line's delivery event, else None
+    domain: str | None
+    status: str | None  # the MTA's decision: sent, deferred, bounced, expired
+    text: str  # the reply (of a log line: the reply alone)
     code: str | None
     enhanced: str | None
     kind: str | None  # "soft" | "hard" | None (success, or no code and no rule saying)
@@ -62,7 +73,8 @@ class Explanation:
 
 
 def explain(text: str, classifier: Classifier) -> Explanation:
-    """Explain one reply, log line or code. Raises ValueError for empty text."""
+    """Explain one reply, log line or code. Raises ValueError for empty text and for a number
+    that is no reply code."""
     text = text.strip()
     if not text:
         raise ValueError("nothing to explain: give a reply or log line, or a code such as 431 "
@@ -70,8 +82,10 @@ def explain(text: str, classifier: Classifier) -> Explanation:
     catalog = classifier.catalog
     judging = catalog.judging
     assert judging is not None  # a catalog with problems is never loaded
-    code, enhanced = find_reply_in_line(text)
+    event, text, code, enhanced = _reply_of(text)
     judged, notes = _judge(judging, code, enhanced, text)
+    if event is not None:
+        judged, notes = _mta_decision(classifier, judging, event, judged)
 
     decider: TextRule | CodeInfo | None
     if judged == "success":
@@ -103,8 +117,11 @@ def explain(text: str, classifier: Classifier) -> Explanation:
                     catalog.kinds[judged].mta_next)
     relay = find_relay_in_line(text)
     provider = catalog.providers.get(catalog.providers.of(relay, text))
+    if event is not None and event.status == "expired":  # given up: returned to the sender now
+        mta_next = catalog.kinds["hard"].mta_next
     return Explanation(
-        text=text, code=code, enhanced=enhanced,
+        recipient=event.recipient if event else None, domain=event.domain if event else None,
+        status=event.status if event else None, text=text, code=code, enhanced=enhanced,
         kind=judged if judged in ("soft", "hard") else None,
         category=category, note="; ".join(notes) or None, meaning=meaning,
         severity=info.severity, sender_action=sender, recipient_action=recipient,
@@ -115,6 +132,47 @@ def explain(text: str, classifier: Classifier) -> Explanation:
         provider=provider.key if provider else "other",
         provider_name=provider.name if provider else None,
         postmaster=provider.postmaster if provider else None)
+
+
+def _reply_of(text: str) -> tuple[DeliveryEvent | None, str, str | None, str | None]:
+    """(the delivery event of a whole log line or None, the reply, its code, its enhanced code).
+    Raises ValueError for a number that is no reply code."""
+    event = delivery_event(text)
+    if event is not None:
+        return event, event.text or text, event.code, event.enhanced
+    code, enhanced = find_reply_in_line(text)
+    if code is None and enhanced is None and _CODE_LIKE.fullmatch(text):
+        raise ValueError(f"{text} is not an SMTP reply code: basic codes are 2xx to 5xx (such as "
+                         "431), enhanced codes 2.x.x, 4.x.x or 5.x.x (such as 4.3.1)")
+    return None, text, code, enhanced
+
+
+def delivery_event(line: str) -> DeliveryEvent | None:
+    """The delivery event a whole log line records, read by the parser of the format the line
+    shows (as ``--log.format auto`` finds it); None for anything else (a reply, a code, a line
+    that records no attempt, or one that needs the message's earlier lines)."""
+    raw = line.encode("utf-8", "surrogateescape")
+    fmt = sniff(raw)
+    if fmt is None:
+        return None
+    try:
+        events = make_parser(fmt).parse(raw)
+    except Exception:  # noqa: BLE001 - a line not understood is explained as text
+        return None
+    return events[0] if events else None
+
+
+def _mta_decision(classifier: Classifier, judging: Judging, event: DeliveryEvent,
+                  by_code: str) -> tuple[str, list[str]]:
+    """soft | hard | success as the MTA decided (what parse reports), with a note when the
+    reply's code says otherwise."""
+    kind = classifier.classify(event.status, event.code, event.enhanced, event.text).kind
+    judged = kind or "success"
+    notes = []
+    if by_code != judged and by_code != "unknown":
+        notes.append(judging.notes["mta_decided"].format(
+            status=event.status, kind=judged, by_code=by_code))
+    return judged, notes
 
 
 def _judge(judging: Judging, code: str | None, enhanced: str | None,
@@ -192,6 +250,9 @@ def render(explanation: Explanation) -> str:
     """The human-readable form: one labelled, wrapped paragraph per field."""
     e = explanation
     rows = []
+    if e.status is not None:
+        rows += [("to", e.recipient or "not logged"), ("domain", e.domain or "unknown"),
+                 ("status", f"{e.status} (the MTA's decision)")]
     if e.text not in (e.code, e.enhanced):
         rows.append(("reply", e.text))
     rows += [

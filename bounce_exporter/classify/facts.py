@@ -29,6 +29,7 @@ NOTE_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "undefined_subject": ("enhanced", "subject"),
     "rule_kind": ("kind", "rule"),
     "no_kind": (),
+    "mta_decided": ("status", "kind", "by_code"),
 })
 # The classifier itself names these three; every catalog must define them.
 REQUIRED_CATEGORIES = ("none", "other", "expired")

@@ -180,6 +180,10 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
                    rotations)
     yield _gauge("bounce_exporter_source_up", "1 while the log source is open and readable.",
                  ["source"], up)
+    formats = {(name, stats.format or "unknown"): 1 for name, stats in sources.items()}
+    yield _gauge("bounce_exporter_source_info", "1 per source, labelled with the log format read "
+                 "(with auto: the format detected from its lines; unknown until one shows it).",
+                 ["source", "format"], formats)
     yield _gauge("bounce_exporter_last_line_timestamp_seconds", "Wall-clock time at which the "
                  "last line was read from the source (or following began).", ["source"], last)
 

@@ -194,7 +194,8 @@ def _context(tls: TLSConfig, where: str, problems: list[str]) -> ssl.SSLContext 
     try:
         context.load_cert_chain(tls.cert_file, tls.key_file)
     except OSError as err:  # ssl.SSLError is an OSError too
-        reason = err.strerror if err.strerror and not isinstance(err, ssl.SSLError) else err
+        reason = _pem_problem(tls.cert_file, tls.key_file, err) if isinstance(err, ssl.SSLError) \
+            else err.strerror or err
         problems.append(f"{where}.cert_file/key_file: cannot load {tls.cert_file} with "
                         f"{tls.key_file}: {reason}")
     if tls.client_auth_type == "RequestClientCert":
@@ -209,6 +210,28 @@ def _context(tls: TLSConfig, where: str, problems: list[str]) -> ssl.SSLContext 
         except OSError as err:
             problems.append(f"{where}.client_ca_file: cannot load {tls.client_ca_file}: {err}")
     return context
+
+
+def _pem_problem(cert_file: str, key_file: str, err: ssl.SSLError) -> str:
+    """What OpenSSL's "[SSL] PEM lib (_ssl.c:3905)" means, in words: which file is not PEM, or
+    the key not the certificate's."""
+    def holds(path: str, marker: bytes) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return marker in handle.read(1 << 20)
+        except OSError:
+            return False
+
+    if not holds(cert_file, b"-----BEGIN CERTIFICATE-----"):
+        return (f"{cert_file} is not a PEM certificate (no -----BEGIN CERTIFICATE----- line; "
+                f"a DER file converts with: openssl x509 -inform der -in {cert_file} -out "
+                "server.crt)")
+    if not holds(key_file, b"PRIVATE KEY-----"):
+        return (f"{key_file} is not a PEM private key (no -----BEGIN PRIVATE KEY----- line, or "
+                "it is encrypted)")
+    if err.reason == "KEY_VALUES_MISMATCH":
+        return f"the key {key_file} does not belong to the certificate {cert_file}"
+    return f"{err.reason or err}"
 
 
 def peer_allowed(tls: TLSConfig, peer_cert: dict | None) -> bool:

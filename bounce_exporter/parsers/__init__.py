@@ -113,6 +113,13 @@ def _evictions(parser: EvictingParser) -> int:
     return parser.pending_evictions
 
 
+@runtime_checkable
+class DetectingParser(Parser, Protocol):
+    """A parser that finds the format of its lines (``auto``): None until a line shows it."""
+
+    format: str | None
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """A parser's optional members, found once (when its source is added), not at each line."""
@@ -124,10 +131,15 @@ class Capabilities:
     not_understood_reasons: tuple[str, ...] = ()  # named in advance: their series start at 0
     not_attempt_reasons: tuple[str, ...] = ()
     in_flight: Callable[[], LedgerView] | None = None  # the ledger's view (InFlightParser)
+    detected: Callable[[], str | None] = lambda: None  # the format read now: the parser's own, or detected
 
 
 def capabilities(parser: Parser) -> Capabilities:
+    def detected() -> str | None:
+        return parser.format if isinstance(parser, DetectingParser) else parser.mta
+
     return Capabilities(
+        detected=detected,
         counters=parser.counters if isinstance(parser, CountingParser) else _no_counters,
         evictions=_evictions if isinstance(parser, EvictingParser) else None,
         select=parser.select if isinstance(parser, SelectingParser) else None,

@@ -121,6 +121,7 @@ class SourceStats:
     """Self-metrics of one log source."""
 
     __slots__ = (
+        "format",
         "last_line_time",
         "lines_read",
         "not_attempts",
@@ -142,6 +143,7 @@ class SourceStats:
         self.read_errors = 0
         self.truncations = 0
         self.rotations = 0
+        self.format = ""  # the log format read: the configured one, or what auto detected
 
     def copy(self) -> SourceStats:
         twin = SourceStats()
