@@ -1,8 +1,9 @@
 """The read path: log source → lines → per-MTA parser → delivery events → classification → metric state.
 
-Each batch of lines is counted, and its position (where the next unread line starts) recorded as the
-feed's ``counted`` position, under the state lock: a snapshot taken under that lock (at a scrape)
-holds counters and positions that match exactly.
+Each batch of lines is parsed and counted, and its position (where the next unread line starts)
+recorded as the feed's ``counted`` position, under the state lock: a snapshot taken under that lock
+(at a scrape) holds counters, positions and the parsers' ledgers (what is waiting) as of the same
+line. (A scrape waits at most for one block's parsing: a few milliseconds.)
 """
 
 from __future__ import annotations
@@ -182,27 +183,29 @@ class Pipeline:
         select = feed.caps.select
         events: list[DeliveryEvent] = []
         skipped: dict[str, int] = defaultdict(int)
-        for raw in batch if select is None else select(batch):
-            try:
-                events += parse(raw)
-            except Exception as error:  # noqa: BLE001 - _skip counts and logs it
-                self._skip(feed, skipped, raw, error)
-        self._count(feed, batch, len(batch), events, skipped)
+        with self.state.lock:
+            for raw in batch if select is None else select(batch):
+                try:
+                    events += parse(raw)
+                except Exception as error:  # noqa: BLE001 - _skip counts and logs it
+                    self._skip(feed, skipped, raw, error)
+            self._count(feed, batch, len(batch), events, skipped)
 
     def _count_numbered(self, feed: Feed, batch: list[bytes]) -> None:
         parse = feed.parser.parse
         events: list[DeliveryEvent] = []
         numbers: list[int] = []
         skipped: dict[str, int] = defaultdict(int)
-        for number, raw in enumerate(batch, feed.lines + 1):
-            try:
-                found = parse(raw)
-            except Exception as error:  # noqa: BLE001 - _skip counts and logs it
-                self._skip(feed, skipped, raw, error, number)
-                continue
-            events += found
-            numbers += [number] * len(found)
-        self._count(feed, batch, len(batch), events, skipped, numbers)
+        with self.state.lock:
+            for number, raw in enumerate(batch, feed.lines + 1):
+                try:
+                    found = parse(raw)
+                except Exception as error:  # noqa: BLE001 - _skip counts and logs it
+                    self._skip(feed, skipped, raw, error, number)
+                    continue
+                events += found
+                numbers += [number] * len(found)
+            self._count(feed, batch, len(batch), events, skipped, numbers)
 
     def _count_block(self, feed: Feed, block: Block,
                      parse_block: Callable[[bytes, Failed], list[DeliveryEvent]]) -> None:
@@ -211,8 +214,9 @@ class Pipeline:
         def failed(raw: bytes, error: Exception) -> None:
             self._skip(feed, skipped, raw, error)
 
-        events = parse_block(block.data, failed)
-        self._count(feed, block, block.lines, events, skipped)
+        with self.state.lock:
+            events = parse_block(block.data, failed)
+            self._count(feed, block, block.lines, events, skipped)
 
     def _skip(self, feed: Feed, skipped: dict[str, int], raw: bytes, error: Exception,
               number: int | None = None) -> None:
@@ -234,37 +238,37 @@ class Pipeline:
     def _count(self, feed: Feed, read: Batch | Block | list[bytes], lines: int,
                events: list[DeliveryEvent], skipped: dict[str, int],
                numbers: list[int] | None = None) -> None:
-        """Classify the events of what was read (``lines`` lines), then count them and the lines
-        under the lock, and take its position (a plain list has none) as the feed's counted one.
-        A numbered feed's events (``numbers``: their line numbers) go to its ``on_event`` too."""
+        """Classify the events of what was read (``lines`` lines), count them and the lines, and
+        take its position (a plain list has none) as the feed's counted one (caller holds the
+        state lock, and parsed under it). A numbered feed's events (``numbers``: their line
+        numbers) go to its ``on_event`` too."""
         classify = self.classifier.classify
         found = [(event, classify(event.status, event.code, event.enhanced, event.text))
                  for event in events]
         state = self.state
         fmt = feed.caps.detected()  # found while parsing these lines: shown with their counts
-        with state.lock:
-            stats = state.source(feed.source.name)
-            if fmt is not None and fmt != stats.format:
-                stats.format = fmt
-                log.info("%s: log format detected: %s", feed.source.name, fmt)
-            stats.lines_read += lines
-            stats.last_line_time = self.clock()
-            for reason, count in skipped.items():
-                stats.not_understood[reason] += count
-            if isinstance(read, (Batch, Block)):
-                if read.too_long:
-                    stats.not_understood[TOO_LONG] += read.too_long
-                feed.counted = read.position
-            feed.lines += lines
-            feed.events += len(found)
-            record, observers = state.record, self.observers
-            for event, classification in found:
-                record(event, classification)
-                for observe in observers:
-                    observe(event, classification)
-            if feed.on_event is not None and numbers is not None:
-                for number, (event, classification) in zip(numbers, found):
-                    feed.on_event(number, event, classification)
+        stats = state.source(feed.source.name)
+        if fmt is not None and fmt != stats.format:
+            stats.format = fmt
+            log.info("%s: log format detected: %s", feed.source.name, fmt)
+        stats.lines_read += lines
+        stats.last_line_time = self.clock()
+        for reason, count in skipped.items():
+            stats.not_understood[reason] += count
+        if isinstance(read, (Batch, Block)):
+            if read.too_long:
+                stats.not_understood[TOO_LONG] += read.too_long
+            feed.counted = read.position
+        feed.lines += lines
+        feed.events += len(found)
+        record, observers = state.record, self.observers
+        for event, classification in found:
+            record(event, classification)
+            for observe in observers:
+                observe(event, classification)
+        if feed.on_event is not None and numbers is not None:
+            for number, (event, classification) in zip(numbers, found):
+                feed.on_event(number, event, classification)
         if feed.on_read is not None and isinstance(read, (Batch, Block)) \
                 and isinstance(read.position, Position):
             feed.on_read(read.position.offset)

@@ -5,6 +5,7 @@ they follow deliveries and expiries and keep the domain cap."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 
 from prometheus_client import generate_latest
@@ -105,3 +106,42 @@ def test_waiting_domains_keep_the_domain_cap(tmp_path, monkeypatch):
         assert {k[1][1]: v for k, v in waiting(found).items()} == {
             "d0.example": 1.0, "d1.example": 1.0, "other": 2.0}
         assert value(found, "bounce_waiting_oldest_timestamp_seconds", domain="other") == stamp("10:00:02")
+
+
+def test_scrapes_while_the_ledger_grows_read_it_whole(tmp_path, monkeypatch):
+    """The ledger is parser state that scrapes read: parsing happens under the state lock, so a
+    scrape never walks a ledger that is changing (before, 'dictionary changed size during
+    iteration' failed the scrape and the client saw the connection closed)."""
+    monkeypatch.setenv("TZ", "UTC")
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    failures: list[BaseException] = []
+    scrapes = 0
+    with exporters() as start:
+        exporter = start(local_config(tmp_path, log_files=[str(log)], from_start=True))
+        done = threading.Event()
+
+        def scrape_on() -> None:
+            nonlocal scrapes
+            while not done.is_set():
+                try:
+                    exporter.take_scrape()
+                    scrapes += 1
+                except Exception as error:  # noqa: BLE001 - the test's finding
+                    failures.append(error)
+
+        scraper = threading.Thread(target=scrape_on)
+        scraper.start()
+        try:
+            for chunk in range(40):
+                with open(log, "a") as handle:
+                    handle.write("".join(defer("10:00:00", f"Q{chunk:02d}{n:04d}", f"u{n}@d{n % 7}.example")
+                                         for n in range(500)))
+                exporter.step()
+        finally:
+            done.set()
+            scraper.join()
+        assert failures == []
+        assert scrapes > 0
+        found = scrape(exporter)
+        assert sum(waiting(found).values()) == 20_000
