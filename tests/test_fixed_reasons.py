@@ -87,7 +87,7 @@ def test_a_counted_skip_adds_to_its_zero(tmp_path):
     log = tmp_path / "mail.log"
     log.write_text("")
     with exporters() as start:
-        exporter = start(local_config(tmp_path, log_files=[str(log)]))
+        exporter = start(local_config(tmp_path, log_files=[str(log)], log_format="postfix"))
         exporter.step()
         with log.open("a") as handle:
             handle.write("garbage status=x\n")

@@ -166,7 +166,7 @@ def test_the_exporter_serves_it_behind_basic_auth_with_a_strict_policy(tmp_path)
     log = tmp_path / "mail.log"
     log.write_text("")
     with exporters() as start:
-        exporter = start(local_config(tmp_path, log_files=[str(log)],
+        exporter = start(local_config(tmp_path, log_files=[str(log)], log_format="postfix",
                                       web_config_file=str(web)))
         exporter.step()
         base = f"http://127.0.0.1:{exporter.server.server_address[1]}"
