@@ -52,6 +52,7 @@ import logging
 import os
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 
 from bounce_exporter.sources.lines import CHUNK_SIZE, Batch, Block, LineSplitter, SplitsLines
 from bounce_exporter.sources.opening import NotRegular, Reader, open_file
@@ -94,6 +95,8 @@ class FileSource(SplitsLines):
         """Open the file at its starting point (rule 1, or resume from ``saved``) without reading;
         return the starting position (what has been counted so far)."""
         self._begun = True
+        if saved is not None:
+            self._rotated.restore(saved.done)
         if saved is not None and saved.ino is not None:
             self._resume(saved)
             self.position = saved
@@ -112,6 +115,7 @@ class FileSource(SplitsLines):
             if reader.ident not in queued:
                 self._rotated.remember(reader)
             reader.close()
+        self.position = replace(self.position, done=self._rotated.saved)
         return self.position
 
     def read_batches(self) -> Iterator[Batch]:
@@ -373,7 +377,7 @@ class FileSource(SplitsLines):
         data, too_long, held = split
         cur.line_start = cur.offset - held
         self.lines_too_long += too_long
-        block = Block(data, cur.position(), too_long)
+        block = Block(data, replace(cur.position(), done=self._rotated.saved), too_long)
         self.position = block.position
         return block
 
@@ -385,6 +389,6 @@ class FileSource(SplitsLines):
             return None
         data, too_long = flushed
         self.lines_too_long += too_long
-        block = Block(data, cur.position(), too_long)
+        block = Block(data, replace(cur.position(), done=self._rotated.saved), too_long)
         self.position = block.position
         return block

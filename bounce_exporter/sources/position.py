@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 FINGERPRINT_BYTES = 256  # a file's first bytes: what tells it from another with the same inode
+DONE_SAVED = 64  # rotated files dealt with, saved with a position (the newest)
+
+Done = tuple[tuple[int, int, int, str], ...]  # (dev, ino, head length, head digest), oldest first
+
+
+def head_digest(head: bytes) -> str:
+    """What a saved position keeps of a rotated file's first bytes."""
+    return hashlib.blake2b(head, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -17,6 +26,10 @@ class Position:
     fingerprint: bytes = b""
     mtime_ns: int = 0
     file: str | None = None  # real path of the file then: a hint where to look for it
+    # the rotated files dealt with (read to their end, or there at start) when this position was
+    # reached: a restart never reads them again, whatever their time (a copy made later of a
+    # file read before has a newer time)
+    done: Done = ()
 
     @property
     def ident(self) -> tuple[int | None, int | None]:
@@ -24,7 +37,8 @@ class Position:
 
     def to_state(self) -> dict:
         return {"dev": self.dev, "ino": self.ino, "offset": self.offset,
-                "fingerprint": self.fingerprint.hex(), "mtime_ns": self.mtime_ns, "file": self.file}
+                "fingerprint": self.fingerprint.hex(), "mtime_ns": self.mtime_ns, "file": self.file,
+                "done": [list(entry) for entry in self.done]}
 
     @classmethod
     def from_state(cls, data: object) -> Position | None:
@@ -42,10 +56,23 @@ class Position:
             raw = bytes.fromhex(fingerprint)
         except ValueError:
             return None
-        return cls(dev, ino, offset, raw[:FINGERPRINT_BYTES], mtime, file)
+        return cls(dev, ino, offset, raw[:FINGERPRINT_BYTES], mtime, file, _done(data.get("done")))
 
 
 START = Position(None, None, 0)  # no file seen yet: read the path from its start when it appears
+
+
+def _done(data: object) -> Done:
+    """The saved ``done`` entries that are well-formed (others dropped: a file read again at
+    worst, never one skipped)."""
+    if not isinstance(data, list):
+        return ()
+    entries = []
+    for entry in data[-DONE_SAVED:]:
+        if (isinstance(entry, list) and len(entry) == 4 and all(_whole(v) for v in entry[:3])
+                and isinstance(entry[3], str) and len(entry[3]) == 32):
+            entries.append((entry[0], entry[1], entry[2], entry[3]))
+    return tuple(entries)
 
 
 def _whole(value: object) -> bool:

@@ -19,6 +19,7 @@ import stat
 from collections.abc import Iterator
 
 from bounce_exporter.sources.opening import NotRegular, Reader, open_file
+from bounce_exporter.sources.position import DONE_SAVED, Done, head_digest
 
 log = logging.getLogger("bounce_exporter.sources.files")
 
@@ -51,6 +52,13 @@ class RotatedFiles:
     def __init__(self, path: str):
         self.path = path
         self._done: dict[tuple, bytes] = {}  # ident -> first bytes, oldest first
+        self.saved: Done = ()  # the newest of them as a position saves them (immutable)
+        self._restored: set[tuple[int, str]] = set()  # (head length, digest) of a saved position's
+
+    def restore(self, done: Done) -> None:
+        """The files a saved position had dealt with: never read again after a restart."""
+        self.saved = done
+        self._restored = {(length, digest) for _dev, _ino, length, digest in done}
 
     def _dealt_with(self, reader: Reader, done_heads: set[bytes]) -> bool:
         """Was this rotated file read to its end, or there at start and not queued? Known by its
@@ -58,6 +66,11 @@ class RotatedFiles:
         inode number reused by a later generation), never skipped as read."""
         if reader.fingerprint in done_heads:
             return True
+        if self._restored:
+            head = reader.fingerprint
+            digests = {n: head_digest(head[:n]) for n, _ in self._restored if len(head) >= n}
+            if any(digests.get(n) == digest for n, digest in self._restored):
+                return True  # dealt with before the restart (or a copy of one)
         head = self._done.get(reader.ident)
         return bool(head) and reader.fingerprint.startswith(head)
 
@@ -66,6 +79,10 @@ class RotatedFiles:
         self._done[reader.ident] = reader.fingerprint
         if len(self._done) > REMEMBERED_FILES:
             del self._done[next(iter(self._done))]
+        if reader.fingerprint:
+            entry = (*reader.ident, len(reader.fingerprint), head_digest(reader.fingerprint))
+            kept = [e for e in self.saved if e[:2] != entry[:2]]
+            self.saved = (*kept[-(DONE_SAVED - 1):], entry)
 
     def names(self, hint: str | None = None) -> list[str]:
         """Paths of the rotated names (rule 5), the hint (a saved real path) first. Beside a
