@@ -64,6 +64,7 @@ class Exporter:
                                  max_series=config.max_series)
         self.store = Store(self.state, DeferralTracker(config.deferral_rules),
                            positions=lambda: self.pipeline.positions(),
+                           parsers=lambda: self.pipeline.parser_states(),
                            in_flight=lambda: self.pipeline.in_flight(),
                            category=self._category)
         self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
@@ -92,10 +93,7 @@ class Exporter:
     def take_scrape(self) -> Snapshot:
         """A scrape's snapshot, recorded and written by the keeper before anything of it is
         exposed (see persistence.keeper)."""
-        snapshot = self.store.snapshot()
-        self.keeper.record(snapshot.saved)
-        self.keeper.write()
-        return snapshot
+        return self.keeper.scrape()
 
     def _watched(self) -> list[str]:
         """Files to watch; journal and stdin sources wake the loop themselves."""
@@ -141,7 +139,7 @@ class Exporter:
         if self.config.sources_chosen:
             log.info("%s", self.config.sources_chosen)
         positions = self._saved_positions()
-        self.pipeline.begin(positions)
+        self.pipeline.begin(positions, self.keeper.parser_states)
         self._tell_resumed(positions)
         with self.state.lock:
             self.keeper.take()  # the starting point, written at the first scrape or save

@@ -108,21 +108,36 @@ class Pipeline:
         with self.state.lock:
             self.classifier = classifier
 
-    def begin(self, positions: dict[str, Resumable] | None = None) -> None:
-        """Open every source at its starting point: its saved position, else the tailer's rule."""
-        positions = positions or {}
+    def begin(self, positions: dict[str, Resumable] | None = None,
+              parsers: dict[str, dict] | None = None) -> None:
+        """Open every source at its starting point: its saved position, else the tailer's rule;
+        a source resumed from a saved position carries on with its parser's saved state (the
+        ledger of messages in flight as of that position)."""
+        positions, parsers = positions or {}, parsers or {}
         for feed in self.feeds:
-            self.begin_feed(feed, positions.get(feed.source.name))
+            name = feed.source.name
+            self.begin_feed(feed, positions.get(name),
+                            parsers.get(name) if name in positions else None)
 
-    def begin_feed(self, feed: Feed, position: Resumable | None = None) -> None:
+    def begin_feed(self, feed: Feed, position: Resumable | None = None,
+                   parser_state: dict | None = None) -> None:
         start = feed.source.begin(position)
         with self.state.lock:
+            if parser_state is not None:
+                feed.parser.restore(parser_state)  # a format chosen before is chosen again
+                self.state.source(feed.source.name).format = feed.caps.detected() or ""
             feed.counted = start
         self._sync_source_stats(feed)
 
     def positions(self) -> dict[str, dict]:
         """Each source's counted position, JSON-ready (caller holds the state lock)."""
         return {feed.source.name: feed.counted.to_state() for feed in self.feeds
+                if feed.counted is not None}
+
+    def parser_states(self) -> dict[str, dict]:
+        """Each source's parser state as of its counted position, JSON-ready (caller holds the
+        state lock: parsing happens under it, so state and position match)."""
+        return {feed.source.name: feed.parser.state() for feed in self.feeds
                 if feed.counted is not None}
 
     def in_flight(self) -> list[LedgerView]:

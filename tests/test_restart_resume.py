@@ -4,6 +4,7 @@ including lines written, rotated or truncated away while the exporter was down."
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -98,7 +99,7 @@ def test_lines_written_while_down_are_read_once_and_counters_start_from_zero(tmp
     assert value(found, "bounce_exporter_lines_read_total", source=str(log)) == 6
     assert last_scrape_1 + delivered(found) == writer.written
     state = json.loads((tmp_path / "state.json").read_text())
-    assert set(state) == {"version", "deferrals", "positions"}
+    assert set(state) == {"version", "deferrals", "positions", "parsers"}  # issue 13: the ledger
     assert state["positions"][str(log)]["offset"] == log.stat().st_size
 
 
@@ -435,3 +436,32 @@ def test_a_copytruncated_original_rotated_away_is_read_after_its_copy_even_in_th
     source = FileSource(str(log))
     source.begin(saved)
     assert [line for batch in source.read_batches() for line in batch] == [b"a 2", b"b 1", b"c 1"]
+
+
+def test_a_slow_save_is_served_again_for_twenty_times_as_long_and_nothing_is_written(
+        tmp_path, lifetimes):
+    """Issue 18 (write amplification) with issue 13's ledger in the state file: a snapshot and
+    write that took 0.1 s is served again to the scrapes of the next 2 s (20 times as long, at
+    most 2 s): same values, the state file untouched. Then a scrape takes and writes a new one."""
+    log = tmp_path / "mail.log"
+    writer = Writer(log)
+    writer.write(3)
+    exporter = lifetimes(log, from_start=True)
+    # the keeper's clock moves 0.05 s at each look (a scrape looks 3 times: took 0.1 s), plus
+    # what the test adds
+    ticks, skip = itertools.count(), [0.0]
+    exporter.keeper.clock = lambda: 100.0 + 0.05 * next(ticks) + skip[0]
+    exporter.step()
+    first = scrape(exporter)
+    assert value(first, "bounce_deliveries_total", domain="ok.example") == 3
+    state = tmp_path / "state.json"
+    written = state.read_bytes()
+    writer.write(2)
+    exporter.step()  # counted, not yet exposed
+    again = scrape(exporter)
+    assert value(again, "bounce_deliveries_total", domain="ok.example") == 3
+    assert state.read_bytes() == written
+    skip[0] = 2.0  # past the 2 s
+    later = scrape(exporter)
+    assert value(later, "bounce_deliveries_total", domain="ok.example") == 5
+    assert json.loads(state.read_text())["positions"][str(log)]["offset"] == log.stat().st_size

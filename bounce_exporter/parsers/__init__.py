@@ -52,6 +52,15 @@ class Parser(Protocol):
 
     def parse(self, raw: bytes) -> Sequence[DeliveryEvent]: ...
 
+    def state(self) -> dict:
+        """What the parser remembers across lines (its ledger, the year of its stamps, ...),
+        JSON-ready: saved in the state file beside the read position it belongs to."""
+        ...
+
+    def restore(self, state: dict) -> None:
+        """Carry on from a saved ``state()``; one that is not right is ignored, never raised."""
+        ...
+
 
 @runtime_checkable
 class CountingParser(Parser, Protocol):

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import (
     PARSERS,
+    PARSERS,
     Capabilities,
     Failed,
     Parser,
@@ -139,15 +140,34 @@ class AutoParser(ParserBase):
         caps = self._caps
         return caps.in_flight() if caps is not None and caps.in_flight is not None else []
 
+    def state(self) -> dict:
+        """The chosen format and its parser's state (nothing chosen yet: nothing to carry on)."""
+        delegate = self.delegate
+        return {"mta": "auto", "format": self.format,
+                "delegate": delegate.state() if delegate is not None else None}
+
+    def restore(self, state: dict) -> None:
+        """Carry on with a saved choice and its parser's state (one not right is ignored)."""
+        found, saved = state.get("format"), state.get("delegate")
+        if state.get("mta") != "auto" or found not in PARSERS or found == "auto":
+            return
+        delegate = self._choose(found)
+        if isinstance(saved, dict):
+            delegate.restore(saved)
+
+    def _choose(self, found: str) -> Parser:
+        self.format = found
+        delegate = self.delegate = make_parser(found, self._reference)
+        self._caps = capabilities(delegate)
+        return delegate
+
     def parse(self, raw: bytes) -> Sequence[DeliveryEvent]:
         delegate = self.delegate
         if delegate is None:
             found = sniff(raw)
             if found is None:
                 return ()
-            self.format = found
-            delegate = self.delegate = make_parser(found, self._reference)
-            self._caps = capabilities(delegate)
+            delegate = self._choose(found)
         return delegate.parse(raw)
 
     def select(self, lines: list[bytes]) -> list[bytes]:

@@ -111,7 +111,8 @@ class Ledger:
 
     def to_state(self) -> dict:
         """JSON-ready: the messages oldest first, each recipient with its first time, count and
-        last deferral; and the evictions so far."""
+        last deferral. (``evicted`` is saved for people reading the file; a restart counts
+        evictions from 0 again, like every counter.)"""
         messages = []
         for message in self._messages:
             recipients = self._messages.get(message) or {}
@@ -126,8 +127,6 @@ class Ledger:
         self._messages.clear()
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             return 1 if state is not None else 0
-        evicted = state.get("evicted", 0)
-        self._messages.evicted = evicted if isinstance(evicted, int) and evicted >= 0 else 0
         messages = state.get("messages")
         skipped = 0
         for entry in messages if isinstance(messages, list) else ():

@@ -1,5 +1,8 @@
-"""What survives a restart, and when it is saved: the deferral tracker's state and each source's read
-position, ``{"version": 1, "deferrals": {...}, "positions": {source: position}}``.
+"""What survives a restart, and when it is saved: the deferral tracker's state, each source's read
+position and its parser's state as of that position (the ledger of messages in flight, the year
+of its stamps, ...): ``{"version": 1, "deferrals": {...}, "positions": {source: position},
+"parsers": {source: state}}``. Parsing happens under the state lock, so a position and its
+parser's state always match.
 
 The rule: **what is saved is what was last exposed.** At each scrape one snapshot is taken under
 the state lock (``state.store``): the counters to expose, the tracker and every source's *counted*
@@ -35,13 +38,19 @@ from collections.abc import Callable
 from bounce_exporter.persistence.statefile import read_state, write_state
 from bounce_exporter.sources.journal import JournalCursor
 from bounce_exporter.sources.position import Position
-from bounce_exporter.state.store import STATE_VERSION, Saved, Store
+from bounce_exporter.state.store import STATE_VERSION, Saved, Snapshot, Store
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SAVE_INTERVAL", "STATE_VERSION", "StateKeeper"]
 
 SAVE_INTERVAL = 5.0
+# A scrape whose snapshot and write took more than SLOW_SAVE seconds (a ledger of many thousand
+# messages) is served again to the scrapes of the next REUSE_FACTOR times as long, at most
+# MAX_REUSE seconds: see StateKeeper.scrape.
+SLOW_SAVE = 0.02
+REUSE_FACTOR = 20.0
+MAX_REUSE = 2.0
 
 
 class StateKeeper:
@@ -58,11 +67,18 @@ class StateKeeper:
         self._taken = 0  # sequence number of the newest snapshot
         self._written = 0  # sequence number of the newest snapshot on disk
         self._failing = False
+        self.parser_states: dict[str, dict] = {}  # as loaded: restored with their positions
+        self._scrape_lock = threading.Lock()  # one scrape's snapshot at a time
+        self._served: Snapshot | None = None  # the last scrape's, served again until _reuse_until
+        self._reuse_until = 0.0
 
     def load(self) -> dict[str, Position | JournalCursor]:
         """Restore the tracker; return the saved read positions (file positions, journal cursors)
-        by source name."""
+        by source name. The parsers' saved states are kept in ``parser_states``."""
         data = read_state(self.path)
+        parsers = data.get("parsers")
+        self.parser_states = {str(name): entry for name, entry in parsers.items()
+                              if isinstance(entry, dict)} if isinstance(parsers, dict) else {}
         deferrals = data.get("deferrals")
         if isinstance(deferrals, dict):
             streaks = self.store.load(deferrals)
@@ -81,6 +97,26 @@ class StateKeeper:
         return positions
 
     # -- snapshots -----------------------------------------------------------------------------
+
+    def scrape(self) -> Snapshot:
+        """A scrape's snapshot, recorded and written before anything of it is exposed. When the
+        last one took more than ``SLOW_SAVE`` seconds to take and write (a big ledger), the
+        scrapes of the next ``REUSE_FACTOR`` times as long (at most ``MAX_REUSE`` s) get that one
+        again, nothing taken or written: fast or many scrapers cannot make the exporter spend its
+        time saving (nor the reader fall behind the log). What is exposed is still what is on
+        disk, so the exactly-once rule holds; those scrapes show the same values twice."""
+        with self._scrape_lock:
+            began = self.clock()
+            if self._served is not None and began < self._reuse_until:
+                return self._served
+            snapshot = self.store.snapshot()
+            self.record(snapshot.saved)
+            self.write()
+            took = self.clock() - began
+            self._served = snapshot
+            self._reuse_until = began + min(REUSE_FACTOR * took, MAX_REUSE) \
+                if took > SLOW_SAVE else 0.0
+            return snapshot
 
     def take(self) -> None:
         """Snapshot the tracker and the counted positions now (caller holds the state lock)."""

@@ -24,6 +24,7 @@ from bounce_exporter.sources.position import DONE_SAVED, Done, head_digest
 log = logging.getLogger("bounce_exporter.sources.files")
 
 ROTATED_SEPARATORS = (".", "-", "_")
+SCAN_PASSES = 5  # listings of the rotated names at most, while files are renamed under them
 REMEMBERED_FILES = 4096  # rotated files known to be dealt with (read, or there at start)
 
 
@@ -119,23 +120,45 @@ class RotatedFiles:
         return names
 
     def candidates(self, hint: str | None = None) -> Iterator[Reader]:
-        """Open rotated files, each once (by device and inode), skipping what cannot be read."""
-        seen: set[tuple[int, int]] = set()
+        """Open rotated files, each once (by device and inode), skipping what cannot be read.
+
+        The names are listed again after opening what they named, until a listing finds the
+        files where the one before had them (at most ``SCAN_PASSES`` listings): logrotate
+        renaming ``mail.log.1`` to ``mail.log.2`` while the names are opened one by one could
+        otherwise hide a file under neither name (the torture test lost a copytruncate copy so,
+        480 lines, on a loaded machine)."""
+        opened: dict[tuple[int, int], Reader] = {}
+        listing = self._listing(hint)
+        for _ in range(SCAN_PASSES):
+            for name, ident in listing:
+                if ident in opened:
+                    continue
+                try:
+                    reader = open_file(name, live=False)
+                except (OSError, NotRegular) as err:
+                    log.debug("skipping rotated file %s: %s", name, err)
+                    continue
+                if reader.ident in opened:  # renamed since listed: opened under its new name
+                    reader.close()
+                    continue
+                opened[reader.ident] = reader
+            again = self._listing(hint)
+            if again == listing:
+                break
+            listing = again
+        yield from opened.values()
+
+    def _listing(self, hint: str | None) -> list[tuple[str, tuple[int, int]]]:
+        """The rotated names that are regular files now, with their device and inode."""
+        found = []
         for name in self.names(hint):
             try:
                 st = os.stat(name)
             except OSError:
                 continue
-            ident = (st.st_dev, st.st_ino)
-            if ident in seen or not stat.S_ISREG(st.st_mode):
-                continue
-            seen.add(ident)
-            try:
-                reader = open_file(name, live=False)
-            except (OSError, NotRegular) as err:
-                log.debug("skipping rotated file %s: %s", name, err)
-                continue
-            yield reader
+            if stat.S_ISREG(st.st_mode):
+                found.append((name, (st.st_dev, st.st_ino)))
+        return found
 
     def open_ident(self, ident: tuple, hint: str | None) -> Reader | None:
         """The rotated file with this device and inode, if it is among the rotated names."""

@@ -29,7 +29,9 @@ class Saved:
     """What the state file holds, as of snapshot number ``seq``."""
 
     seq: int
-    data: dict  # {"version": 1, "deferrals": {...}, "positions": {source: position}}
+    # {"version": 1, "deferrals": {...}, "positions": {source: position},
+    #  "parsers": {source: its parser's state (its ledger, ...) as of that position}}
+    data: dict
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,13 @@ class Store:
     ``observe`` feeds the tracker under it; everything read for a scrape is read here."""
 
     def __init__(self, state: MetricState, tracker: DeferralTracker,
-                 positions: Callable[[], dict] = dict,
+                 positions: Callable[[], dict] = dict, parsers: Callable[[], dict] = dict,
                  in_flight: Callable[[], list[LedgerView]] = list,
                  category: Category = lambda event: "other"):
         self.state = state
         self.tracker = tracker
         self.positions = positions  # each source's counted position (called under the lock)
+        self.parsers = parsers  # each source's parser state as of that position (under the lock)
         self.in_flight = in_flight  # each source's ledger view (under the lock)
         self.category = category  # the category of a waiting recipient's last reply
         self.lock: threading.Lock = state.lock
@@ -84,7 +87,7 @@ class Store:
         """The state file's content now (caller holds the lock)."""
         self._seq += 1
         return Saved(self._seq, {"version": STATE_VERSION, "deferrals": self.tracker.to_state(),
-                                 "positions": self.positions()})
+                                 "positions": self.positions(), "parsers": self.parsers()})
 
     def snapshot(self) -> Snapshot:
         """Counters, tracker and counted positions, consistent with each other."""
