@@ -362,3 +362,21 @@ def test_a_rotation_while_the_rotated_names_are_opened_hides_no_file(tmp_path, m
         assert contents == [lines("a", 2), lines("b", 2), lines("c", 2)]
     else:
         assert contents == [lines("a", 2), lines("c", 2)]  # b's file: under neither name
+
+
+def test_a_copytruncate_while_the_reader_never_reaches_the_end_is_seen(log):
+    """A busy log: the reader finds more after each read and never reaches the end, where it
+    used to look for a truncation. A copytruncate regrown past its offset meanwhile was read
+    from that offset on (new lines from their middle), then from the start again: the torture
+    test's over-counts on a loaded machine. The open file is checked after every read."""
+    log.write_bytes(lines("a", 100))
+    source = FileSource(str(log), from_start=True)
+    source.chunk_size = 64
+    blocks = source.read_blocks()
+    first = next(blocks)
+    shutil.copyfile(log, log.parent / "mail.log.1")
+    os.truncate(log, 0)
+    append(log, lines("b", 300))  # more than was read before the truncation
+    rest = [line for block in blocks for line in block.batch()]
+    assert first.batch() + rest == expected("a", 100) + expected("b", 300)
+    assert source.truncations == 1

@@ -5,8 +5,9 @@ The tailer's rules (mtail's, plus copytruncate and restarts, which mtail leaves 
 1. Start. With a saved position (rule 7) resume from it. Otherwise the first open of a file seeks
    to the end of its last complete line, or to its start with ``from_start``; a file missing at
    start, appearing later or replacing another is read from its start.
-2. Read to the end of the file, then check the open file itself: smaller than the read offset, or
-   its first bytes no longer its fingerprint, means it was truncated (copytruncate). The bytes
+2. After each read of the live file, and at its end, check the open file itself: smaller than the
+   read offset, or its first bytes no longer its fingerprint, means it was truncated (copytruncate;
+   what that read returned is dropped: it may be the new content at the old offset). The bytes
    after the last complete line handed over now exist only in the copy: it is looked up among the
    rotated names (rule 5: same first bytes, size at least that offset), its unread rest is read,
    then the live file from 0. Counted in ``truncations``; a copy not found is logged (lost bytes).
@@ -144,6 +145,13 @@ class FileSource(SplitsLines):
             if chunk is None:  # read error: that reader is dropped
                 if cur.live:
                     return  # resumed at its position at the next call
+                continue
+            if chunk and cur.live and self._truncated(cur):
+                # truncated before this read, or while it ran: the chunk may be the new content
+                # at the old offset. A reader that never reaches the end (a busy log) would
+                # otherwise never look: dropped, read again from the start (rule 2)
+                cur.offset -= len(chunk)
+                self._on_truncation(cur)
                 continue
             if chunk:
                 block = self._block(cur, chunk)
