@@ -270,6 +270,9 @@ def test_every_line_is_counted_once_through_rotations_and_restarts(tmp_path, sto
         writing = time.monotonic() - start
         if lifetime is None:
             lifetime = Lifetime(tmp_path)
+        while not lifetime.check_ready():  # a lifetime started at the very end of the writing
+            assert time.monotonic() - began < DEADLINE, "the last lifetime did not start"
+            time.sleep(0.02)
         while (totals + counts(lifetime.scrape(), log))["lines"] < writer.lines:
             assert time.monotonic() - began < DEADLINE, "the last lifetime did not catch up"
             time.sleep(0.02)
