@@ -23,11 +23,13 @@ EPISODE_COLUMNS = ("domain", "code", "rule", "from", "to", "attempts", "persiste
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    """Lines of an aligned table: numbers right-aligned, anything else left-aligned; None: "-"."""
+    """Lines of an aligned table: columns of numbers right-aligned, others left-aligned; None is
+    "-"."""
     rows = [list(row) for row in rows]
     cells = [[_cell(value) for value in row] for row in rows]
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
-                   for row in rows) and bool(rows) for i in range(len(headers))]
+    numeric = [any(_is_number(row[i]) for row in rows)
+               and all(row[i] is None or _is_number(row[i]) for row in rows)
+               for i in range(len(headers))]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
@@ -35,6 +37,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
                          for v, w, right in zip(values, widths, numeric)).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in cells)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _cell(value: Any) -> str:
