@@ -100,8 +100,8 @@ def test_the_text_report_shows_the_domain_table_and_the_disk_full_episode_explai
     start = lines.index("disk-full.example 431 (system_full), still going:")
     assert lines[start + 1:start + 4] == [
         "  rule       disk-full: 3 deferrals over at least 30m, not reached",
-        "  reply      host 127.0.0.1[127.0.0.1] said: 431 4.3.1 STOREDRV.Deliver; disk is full "
-        "and the server",
+        ("  reply      host 127.0.0.1[127.0.0.1] said: 431 4.3.1 STOREDRV.Deliver; disk is full "
+        "and the server"),
         "             cannot accept new messages (in reply to RCPT TO command)"]
     assert lines[start + 4] == "  meaning    Exchange's mailbox store is out of disk space (STOREDRV)"
     assert lines[start + 5].startswith("  sender     Nothing to fix on your side, but do not "
