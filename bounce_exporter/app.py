@@ -469,10 +469,10 @@ def report_files(paths: list[str], config: Config, fmt: str, out: TextIO, err: T
 
 
 def backfill_files(paths: list[str], config: Config, step: float, out: TextIO,
-                   err: TextIO) -> int:
+                   err: TextIO, labels: dict[str, str] | None = None) -> int:
     """The ``backfill`` command: what a scrape at every ``step`` of log time would have exposed,
-    as OpenMetrics text (``exposition.backfill``)."""
-    backfill = Backfill()
+    as OpenMetrics text (``exposition.backfill``), ``labels`` added to every series."""
+    backfill = Backfill(labels)
 
     def scrape(store: Store, boundary: float) -> None:
         store.advance(boundary)  # as the wall clock does the live tracker's timeouts

@@ -155,6 +155,10 @@ def _history_commands(commands) -> None:  # type: ignore[no-untyped-def]
     backfill.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     backfill.add_argument("--step", default="1m", metavar="DURATION",
                           help="time between two samples, as a scrape interval (default: 1m)")
+    backfill.add_argument("--label", dest="labels", action="append", default=[],
+                          metavar="NAME=VALUE",
+                          help="a label for every series, such as the job and instance labels "
+                               "Prometheus gives the live exporter's (repeatable)")
     backfill.add_argument("--output", metavar="PATH",
                           help="file to write (default: standard output)")
     _common(backfill)
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in vars(args).items()
                  if key not in ("command", "config_file", "files", "explain_text", "explain_json",
-                                "report_format", "step", "output")}
+                                "report_format", "step", "output", "labels")}
     path = config_file(args.config_file)
 
     def loader():  # also re-reads the configuration at SIGHUP
@@ -237,6 +241,7 @@ def _run(args: argparse.Namespace, config, loader) -> int:
 def _history(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
     from bounce_exporter import app
     from bounce_exporter.checks import parse_duration
+    from bounce_exporter.exposition.backfill import SERIES_LABELS, parse_labels
 
     if args.command == "report":
         status = app.report_files(args.files, config, args.report_format, sys.stdout,
@@ -248,12 +253,17 @@ def _history(args: argparse.Namespace, config) -> int:  # type: ignore[no-untype
     except ValueError as error:
         print(f"bounce-exporter backfill: --step: {error}", file=sys.stderr)
         return 2
+    try:
+        labels = parse_labels(args.labels, SERIES_LABELS)
+    except ValueError as error:
+        print(f"bounce-exporter backfill: --label {error}", file=sys.stderr)
+        return 2
     if step <= 0:
         print("bounce-exporter backfill: --step must be more than 0", file=sys.stderr)
         return 2
     if args.output is None:
-        status = app.backfill_files(args.files, config, step, sys.stdout, sys.stderr)
+        status = app.backfill_files(args.files, config, step, sys.stdout, sys.stderr, labels)
         sys.stdout.flush()
         return status
     with open(args.output, "w", encoding="utf-8") as out:
-        return app.backfill_files(args.files, config, step, out, sys.stderr)
+        return app.backfill_files(args.files, config, step, out, sys.stderr, labels)

@@ -220,6 +220,7 @@ def test_backfill_is_openmetrics_whose_last_step_is_the_live_exporters_counters(
                if f.type == "counter" and not f.name.startswith("bounce_exporter_")
                for s in f.samples}
     live.pipeline.close()
+    live.wakeup.stop()
     assert last == exposed
     assert last[("bounce_failures_total", (("category", "system_full"), ("code", "431"),
                  ("domain", "disk-full.example"), ("enhanced", "4.3.1"), ("kind", "soft")))] == 27
@@ -233,6 +234,19 @@ def test_the_commands_say_what_they_could_not_do(tmp_path, capsys):
     assert capsys.readouterr().err == "bounce-exporter backfill: --step must be more than 0\n"
     assert main(["backfill", str(POSTFIX), "--step", "soon"]) == 2
     assert "--step: not a duration: 'soon'" in capsys.readouterr().err
+    assert main(["backfill", str(POSTFIX), "--label", "domain=x"]) == 2
+    assert capsys.readouterr().err == ("bounce-exporter backfill: --label 'domain=x': the label "
+                                       "domain is already set\n")
+
+
+def test_backfill_labels_every_series_as_prometheus_labels_the_live_ones(tmp_path):
+    output = tmp_path / "history.om"
+    assert main(["backfill", str(POSTFIX), "--label", "job=bounce-exporter", "--label",
+                 "instance=mx1:39431", "--output", str(output)]) == 0
+    families = list(text_string_to_metric_families(output.read_text()))
+    assert families and all(
+        (s.labels["job"], s.labels["instance"]) == ("bounce-exporter", "mx1:39431")
+        for f in families for s in f.samples)
 
 
 def test_report_draws_its_progress_line_on_a_terminal(monkeypatch):

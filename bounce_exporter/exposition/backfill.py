@@ -16,6 +16,7 @@ family, series by series), timestamps in seconds, ``# EOF`` at the end.
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from typing import TextIO
 from prometheus_client.core import Metric
 
 LEFT_OUT = ("bounce_exporter_", "bounce_waiting_")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# labels of the backfilled families: --label may not set them
+SERIES_LABELS = ("domain", "kind", "code", "enhanced", "category", "provider")
 
 
 @dataclass
@@ -36,11 +40,14 @@ class _Family:
 
 
 class Backfill:
-    """The samples of each step, gathered per family and series until ``write``."""
+    """The samples of each step, gathered per family and series until ``write``. ``labels``: more
+    labels on every series (``job``, ``instance``: what Prometheus adds when it scrapes, so that
+    the history continues the live series)."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: dict[str, str] | None = None) -> None:
         self.families: dict[str, _Family] = {}
         self.steps = 0
+        self.labels = tuple((labels or {}).items())
 
     def add(self, time: float, families: Iterable[Metric]) -> None:
         """The families a scrape at log time ``time`` would have exposed."""
@@ -52,7 +59,7 @@ class Backfill:
             if kept is None:
                 kept = self.families[family.name] = _Family(family.type, family.documentation)
             for sample in family.samples:
-                key = (sample.name, tuple(sample.labels.items()))
+                key = (sample.name, (*sample.labels.items(), *self.labels))
                 series = kept.series.get(key)
                 if series is None:
                     series = kept.series[key] = (array("d"), array("d"))
@@ -75,6 +82,19 @@ class Backfill:
                 written += len(times)
         out.write("# EOF\n")
         return written
+
+
+def parse_labels(pairs: list[str], taken: tuple[str, ...] = ()) -> dict[str, str]:
+    """``["job=bounce-exporter", ...]`` as labels; ValueError naming a bad or taken one."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise ValueError(f"{pair!r}: give NAME=VALUE with a Prometheus label name")
+        if name in taken or name in labels:
+            raise ValueError(f"{pair!r}: the label {name} is already set")
+        labels[name] = value
+    return labels
 
 
 def _escape(text: str) -> str:
