@@ -43,6 +43,7 @@ config file; {DEFAULT_CONFIG_FILE} is read when it exists and no --config.file i
 (config/example.yml is a commented starter). Docs: README.md."""
 
 
+LOOKBACK = 300.0  # Prometheus' default --query.lookback-delta, in seconds
 CONFIG_HELP = f"YAML configuration file (default: {DEFAULT_CONFIG_FILE} if it exists)"
 
 
@@ -154,7 +155,9 @@ def _history_commands(commands) -> None:  # type: ignore[no-untyped-def]
                     "self-metrics and the waiting gauges are left out.")
     backfill.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     backfill.add_argument("--step", default="1m", metavar="DURATION",
-                          help="time between two samples, as a scrape interval (default: 1m)")
+                          help="time between two samples, as a scrape interval (default: 1m; "
+                               "above 5m, Prometheus' default lookback, instant queries find "
+                               "no value between two samples)")
     backfill.add_argument("--label", dest="labels", action="append", default=[],
                           metavar="NAME=VALUE",
                           help="a label for every series, such as the job and instance labels "
@@ -261,6 +264,10 @@ def _history(args: argparse.Namespace, config) -> int:  # type: ignore[no-untype
     if step <= 0:
         print("bounce-exporter backfill: --step must be more than 0", file=sys.stderr)
         return 2
+    if step > LOOKBACK:
+        print(f"bounce-exporter backfill: warning: --step {args.step} is longer than Prometheus' "
+              "default lookback (5m): instant queries find no value between two samples unless "
+              "--query.lookback-delta is at least the step", file=sys.stderr)
     if args.output is None:
         status = app.backfill_files(args.files, config, step, sys.stdout, sys.stderr, labels)
         sys.stdout.flush()

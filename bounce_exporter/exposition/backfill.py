@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -30,13 +30,34 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 SERIES_LABELS = ("domain", "kind", "code", "enhanced", "category", "provider")
 
 
+class _Series:
+    """One series' samples as runs of steps with the same value (a counter changes at few steps
+    of many; a cleared gauge leaves a gap): memory grows with the changes, not with the steps."""
+
+    __slots__ = ("ends", "starts", "values")
+
+    def __init__(self) -> None:
+        self.starts, self.ends, self.values = array("l"), array("l"), array("d")
+
+    def add(self, step: int, value: float) -> None:
+        if self.ends and self.ends[-1] == step - 1 and self.values[-1] == value:
+            self.ends[-1] = step
+        else:
+            self.starts.append(step)
+            self.ends.append(step)
+            self.values.append(value)
+
+    def samples(self) -> Iterator[tuple[int, float]]:
+        for start, end, value in zip(self.starts, self.ends, self.values):
+            for step in range(start, end + 1):
+                yield step, value
+
+
 @dataclass
 class _Family:
     type: str
     documentation: str
-    # (sample name, label items) -> (timestamps, values)
-    series: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[array, array]] = field(
-        default_factory=dict)
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = field(default_factory=dict)
 
 
 class Backfill:
@@ -46,12 +67,13 @@ class Backfill:
 
     def __init__(self, labels: dict[str, str] | None = None) -> None:
         self.families: dict[str, _Family] = {}
-        self.steps = 0
+        self.times = array("d")  # of the steps
         self.labels = tuple((labels or {}).items())
 
     def add(self, time: float, families: Iterable[Metric]) -> None:
         """The families a scrape at log time ``time`` would have exposed."""
-        self.steps += 1
+        step = len(self.times)
+        self.times.append(time)
         for family in families:
             if family.name.startswith(LEFT_OUT) or not family.name.startswith("bounce_"):
                 continue
@@ -62,24 +84,25 @@ class Backfill:
                 key = (sample.name, (*sample.labels.items(), *self.labels))
                 series = kept.series.get(key)
                 if series is None:
-                    series = kept.series[key] = (array("d"), array("d"))
-                series[0].append(time)
-                series[1].append(sample.value)
+                    series = kept.series[key] = _Series()
+                series.add(step, sample.value)
 
     def write(self, out: TextIO) -> int:
         """Write the OpenMetrics text; the number of samples written."""
         written = 0
+        times = [_number(t) for t in self.times]
         for name, family in self.families.items():
             if not family.series:
                 continue
             out.write(f"# HELP {name} {_escape(family.documentation)}\n"
                       f"# TYPE {name} {family.type}\n")
-            for (sample, labels), (times, values) in sorted(family.series.items()):
+            for (sample, labels), series in sorted(family.series.items()):
                 head = sample + ("{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
                                  if labels else "")
-                out.writelines(f"{head} {_number(v)} {_number(t)}\n"
-                               for t, v in zip(times, values))
-                written += len(times)
+                lines = [f"{head} {_number(value)} {times[step]}\n"
+                         for step, value in series.samples()]
+                out.writelines(lines)
+                written += len(lines)
         out.write("# EOF\n")
         return written
 
