@@ -18,12 +18,14 @@ import time
 from collections import Counter
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from bounce_exporter import app
 from bounce_exporter.app import Exporter
 from bounce_exporter.cli import main
 from bounce_exporter.config import load_config, rotation_chains
+from bounce_exporter.exposition.backfill import Backfill
 from bounce_exporter.exposition.collector import snapshot_families
 from bounce_exporter.report.render import table
 
@@ -224,6 +226,25 @@ def test_backfill_is_openmetrics_whose_last_step_is_the_live_exporters_counters(
     assert last == exposed
     assert last[("bounce_failures_total", (("category", "system_full"), ("code", "431"),
                  ("domain", "disk-full.example"), ("enhanced", "4.3.1"), ("kind", "soft")))] == 27
+
+
+def test_backfill_writes_each_series_step_by_step_with_its_gaps():
+    backfill = Backfill()
+    for time, value in ((60.0, 1.0), (120.0, 1.0), (180.0, None), (240.0, 2.0)):
+        gauge = GaugeMetricFamily("bounce_persistent_deferral", "1 while.", labels=["domain"])
+        if value is not None:
+            gauge.add_metric(["a.example"], value)
+        left_out = GaugeMetricFamily("bounce_exporter_domains", "Self.", value=3)
+        backfill.add(time, [gauge, left_out])
+    out = io.StringIO()
+    assert backfill.write(out) == 3
+    assert out.getvalue() == (
+        "# HELP bounce_persistent_deferral 1 while.\n"
+        "# TYPE bounce_persistent_deferral gauge\n"
+        'bounce_persistent_deferral{domain="a.example"} 1 60\n'
+        'bounce_persistent_deferral{domain="a.example"} 1 120\n'
+        'bounce_persistent_deferral{domain="a.example"} 2 240\n'
+        "# EOF\n")
 
 
 def test_the_commands_say_what_they_could_not_do(tmp_path, capsys):
