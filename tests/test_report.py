@@ -230,12 +230,12 @@ def test_backfill_is_openmetrics_whose_last_step_is_the_live_exporters_counters(
 
 def test_backfill_writes_each_series_step_by_step_with_its_gaps():
     backfill = Backfill()
-    for time, value in ((60.0, 1.0), (120.0, 1.0), (180.0, None), (240.0, 2.0)):
+    for at, value in ((60.0, 1.0), (120.0, 1.0), (180.0, None), (240.0, 2.0)):
         gauge = GaugeMetricFamily("bounce_persistent_deferral", "1 while.", labels=["domain"])
         if value is not None:
             gauge.add_metric(["a.example"], value)
         left_out = GaugeMetricFamily("bounce_exporter_domains", "Self.", value=3)
-        backfill.add(time, [gauge, left_out])
+        backfill.add(at, [gauge, left_out])
     out = io.StringIO()
     assert backfill.write(out) == 3
     assert out.getvalue() == (
