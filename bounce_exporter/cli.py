@@ -133,13 +133,16 @@ FILES_HELP = ("log file to read (rotated and .gz files too, read oldest first wi
 def _history_commands(commands) -> None:  # type: ignore[no-untyped-def]
     report = commands.add_parser(
         "report", help="report on old logs: per domain and provider, deferral episodes, replies",
-        description="Read log files from the start through the exporter's own stages and report "
-                    "what its counters, deferral tracker and ledgers hold at their end: totals "
-                    "per kind and category; per recipient domain and per provider the attempts, "
-                    "deliveries, deferrals, bounces, expiries and what is still waiting; the "
-                    "deferral episodes of the persistent_deferrals rules, how each ended and what "
-                    "to do; the most frequent replies per category. On a terminal, a progress "
-                    "line on stderr.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Read log files from the start through the exporter's own stages and report what its counters,
+deferral tracker and ledgers hold at their end:
+  - totals per kind and category;
+  - per recipient domain and per provider: attempts, deliveries, deferrals, bounces, expiries,
+    and the recipients still waiting at the end of the logs;
+  - the deferral episodes of the persistent_deferrals rules: how each ended, what to do;
+  - the most frequent replies per category.
+On a terminal, a progress line on stderr.""")
     report.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     report.add_argument("--format", dest="report_format", choices=("text", "json", "csv"),
                         default="text", help="aligned tables (default), one JSON object, or CSV "
@@ -148,11 +151,13 @@ def _history_commands(commands) -> None:  # type: ignore[no-untyped-def]
     backfill = commands.add_parser(
         "backfill", help="write the metrics the exporter would have exposed over old logs, "
                          "as OpenMetrics for promtool",
-        description="Read log files from the start through the exporter's own stages and write, "
-                    "for every step of log time, the bounce_* series a scrape would have shown "
-                    "then (timestamped OpenMetrics text ending with # EOF), for "
-                    "`promtool tsdb create-blocks-from openmetrics FILE DIR`. The exporter's "
-                    "self-metrics and the waiting gauges are left out.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Read log files from the start through the exporter's own stages and write, at every step of log
+time, the bounce_* series a scrape would have shown then, as timestamped OpenMetrics text ending
+with # EOF. The exporter's self-metrics and the waiting gauges are left out. Then:
+  promtool tsdb create-blocks-from openmetrics FILE DIR
+and move DIR's blocks into Prometheus' data directory (README: "Reports and history").""")
     backfill.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     backfill.add_argument("--step", default="1m", metavar="DURATION",
                           help="time between two samples, as a scrape interval (default: 1m; "
