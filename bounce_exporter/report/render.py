@@ -75,8 +75,10 @@ def render_text(report: dict[str, Any]) -> str:
               *table(("kind", "category", "attempts"),
                      [[kind, category, count] for kind, categories in totals["by_kind"].items()
                       for category, count in categories.items()])]
+    capped = any(d["domain"] == "other" for d in report["domains"])
     lines += ["", ("Per recipient domain (waiting: recipients still deferred at the end of the "
-              "logs)"), *table((*DOMAIN_COLUMNS, "top replies"), [
+              "logs" + ("; other: the domains past limits.max_domains" if capped else "") + ")"),
+              *table((*DOMAIN_COLUMNS, "top replies"), [
                   [*(_short_time(d[k]) if k == "oldest_waiting" else d[k]
                      for k in DOMAIN_COLUMNS), _top(d["top_replies"])]
                   for d in report["domains"]])]
@@ -105,6 +107,8 @@ def _header(report: dict[str, Any]) -> list[str]:
 def _episodes(episodes: list[dict]) -> list[str]:
     lines = [("Deferral episodes (streaks of the persistent_deferrals rules; persistent: the rule's "
              "threshold was reached)")]
+    if not episodes:
+        return [*lines, "(none)"]
     lines += table(EPISODE_COLUMNS, [[*(_short_time(e[k]) if k in ("from", "to") else e[k]
                                         for k in EPISODE_COLUMNS)] for e in episodes])
     for e in episodes:
