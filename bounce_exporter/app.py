@@ -9,20 +9,38 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
 from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification, Classifier
-from bounce_exporter.config import DEFAULT_FORMAT, Config, SourceConfig, expand_sources
+from bounce_exporter.config import (
+    DEFAULT_FORMAT,
+    Config,
+    SourceConfig,
+    expand_sources,
+    rotation_chains,
+)
 from bounce_exporter.errors import ConfigError
 from bounce_exporter.event import DeliveryEvent
-from bounce_exporter.exposition.collector import Exposition, Registry, exporter_registry
+from bounce_exporter.exposition.backfill import Backfill
+from bounce_exporter.exposition.collector import (
+    Exposition,
+    Registry,
+    exporter_registry,
+    snapshot_families,
+)
 from bounce_exporter.exposition.http import start_server
 from bounce_exporter.exposition.status_page import render_status_page
-from bounce_exporter.parsers import make_parser
+from bounce_exporter.parsers import capabilities, make_parser
+from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.persistence.keeper import StateKeeper
-from bounce_exporter.pipeline import Feed, Pipeline
+from bounce_exporter.pipeline import Feed, Pipeline, read_through
+from bounce_exporter.report.build import build_report
+from bounce_exporter.report.progress import Progress, is_terminal
+from bounce_exporter.report.render import render_json, render_text, write_csv
+from bounce_exporter.report.tally import SteppedState, Tally
 from bounce_exporter.sources import Source
 from bounce_exporter.sources.catchup import CatchUpSource
 from bounce_exporter.sources.files import FileSource
@@ -297,22 +315,6 @@ def _keep_restart_only(config: Config, old: Config) -> Config:
 # -- parse: one JSON object per delivery event ---------------------------------------------------
 
 EventSink = Callable[[int, DeliveryEvent, Classification], None]
-OneShot = FileSource | CatchUpSource | StdinSource
-
-
-def _one_shot_source(path: str, max_line_bytes: int, on_data: Callable[[], None]) -> OneShot:
-    """The source of a one-shot read: standard input ("-"), a file through gzip, a file.
-
-    Raises OSError, before anything is read, when the file cannot be read."""
-    if is_stdin(path):
-        return StdinSource(name=path, max_line_bytes=max_line_bytes, on_data=on_data)
-    if not os.path.isfile(path):
-        raise OSError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
-    with open(path, "rb"):  # raises PermissionError before anything is printed
-        pass
-    if path.endswith(".gz"):  # a rotated, compressed log: read through gzip
-        return CatchUpSource(path, max_line_bytes=max_line_bytes)
-    return FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
 
 
 def read_file_events(path: str, fmt: str, max_line_bytes: int, classifier: Classifier,
@@ -323,25 +325,9 @@ def read_file_events(path: str, fmt: str, max_line_bytes: int, classifier: Class
 
     Raises OSError, before anything is read, when the file cannot be read. Lines not understood
     are logged and skipped; a file none of whose lines gives an event says so."""
-    data = threading.Event()
-    source = _one_shot_source(path, max_line_bytes, data.set)
-    pipeline = Pipeline(classifier, MetricState())
-    reference = None if isinstance(source, StdinSource) else _reference_time(path)
-    feed = pipeline.add(source, make_parser(fmt, reference), on_event=on_event, on_read=on_read)
-    pipeline.begin_feed(feed)
-    if isinstance(source, CatchUpSource) and source.read_errors:
-        raise OSError(f"{path}: not a readable gzip file")
-    if isinstance(source, StdinSource):
-        while not source.eof:
-            data.wait(1.0)
-            data.clear()
-            pipeline.pump()
-    pipeline.pump()  # all of a file; what standard input held when it ended
-    pipeline.drain()
-    pipeline.tell_nothing_understood(feed, at_end=True)
-    if source.lines_too_long:
-        log.warning("%s: %d lines over %d bytes skipped", path, source.lines_too_long,
-                    max_line_bytes)
+    parser = make_parser(fmt, None if is_stdin(path) else _reference_time(path))
+    read_through(path, Pipeline(classifier, MetricState()), parser, max_line_bytes,
+                 on_event=on_event, on_read=on_read)
 
 
 def iter_file_events(path: str, fmt: str, max_line_bytes: int
@@ -373,7 +359,7 @@ def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> i
     raises BrokenPipeError to the caller."""
     classifier = Classifier.load(extra_text_rules=config.text_rules)
     fmt = config.log_format or DEFAULT_FORMAT
-    progress = Progress(err, paths) if _is_terminal(err) else None
+    progress = Progress(err, paths) if is_terminal(err) else None
     status = 0
     for path in paths:
         def printed(lineno: int, event: DeliveryEvent, verdict: Classification,
@@ -399,75 +385,97 @@ def parse_files(paths: list[str], config: Config, out: TextIO, err: TextIO) -> i
     return status
 
 
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+# -- report and backfill: old logs replayed through the exporter's own stages --------------------
+
+@dataclass
+class Replayed:
+    """The exporter's stages after a replay of old logs: counters, tracker and ledgers in
+    ``store``, what the report adds in ``tally``."""
+
+    store: Store
+    classifier: Classifier
+    tally: Tally
+    files: dict[str, str]  # file read -> its log format ("" when none showed)
+    lines: int = 0
+    status: int = 0  # 1 when a file could not be read
 
 
-class Progress:
-    """The progress line of a long one-shot read, redrawn on a terminal at most every
-    ``INTERVAL`` seconds, the first time after ``INTERVAL`` (a short read shows none): bytes done
-    of the total of the files (a .gz counts when done), the rate, and the file being read."""
-
-    INTERVAL = 0.5
-
-    def __init__(self, err: TextIO, paths: list[str], clock: Callable[[], float] = time.monotonic):
-        self.err, self.paths, self.clock = err, paths, clock
-        self.sizes = [_size(path) for path in paths]
-        self.total = sum(self.sizes)
-        self.index = 0  # of the file being read
-        self.finished = 0  # bytes of the files read
-        self.offset = 0  # in the file being read
-        self.started = clock()
-        self.due = self.started + self.INTERVAL
-        self.shown = False
-
-    def at(self, offset: int) -> None:
-        if self.paths[self.index].endswith(".gz"):
-            return  # an uncompressed offset: no part of the compressed total
-        self.offset = offset
-        if self.clock() >= self.due:
-            self.draw()
-
-    def file_done(self, path: str) -> None:
-        self.finished += self.sizes[self.index]
-        self.offset = 0
-        self.index = min(self.index + 1, len(self.paths) - 1)
-        if self.clock() >= self.due:
-            self.draw()
-
-    def draw(self) -> None:
-        done = self.finished + self.offset
-        elapsed = max(self.clock() - self.started, 1e-6)
-        share = f" ({100 * done / self.total:.0f}%)" if self.total else ""
-        files = f", file {self.index + 1} of {len(self.paths)}" if len(self.paths) > 1 else ""
-        self.err.write(f"\rparse: {_megabytes(done)} of {_megabytes(self.total)}{share}, "
-                       f"{_megabytes(done / elapsed)}/s{files}\x1b[K")
-        self.err.flush()
-        self.shown = True
-        self.due = self.clock() + self.INTERVAL
-
-    def clear(self) -> None:
-        """Before another message on the terminal: the progress line's place, emptied."""
-        if self.shown:
-            self.err.write("\r\x1b[K")
-
-    def finish(self) -> None:
-        """The last state of the line, kept on the terminal, if it was shown at all."""
-        if self.shown:
-            self.draw()
-            self.err.write("\n")
-            self.err.flush()
+def replay_files(paths: list[str], config: Config, err: TextIO, *, label: str,
+                 step: float | None = None,
+                 on_step: Callable[[Store, float], None] | None = None) -> Replayed:
+    """Read log files from their start through the exporter's stages (pipeline, counters,
+    deferral tracker, ledgers), in log time only (no wall clock): each log's rotated files oldest
+    first (``config.rotation_chains``) with one parser, as the exporter following the log across
+    its rotations would. With ``step``: ``on_step(store, boundary)`` at every multiple of
+    ``step`` seconds of log time, before the first event at or after it (``SteppedState``)."""
+    classifier = Classifier.load(extra_text_rules=config.text_rules)
+    domains = DomainLabels(config.max_domains, config.domain_allowlist)
+    state = (MetricState(domains, max_series=config.max_series) if step is None else
+             SteppedState(domains, max_series=config.max_series, step=step))
+    state.lock = threading.RLock()  # type: ignore[assignment]  # one thread; see SteppedState
+    tally = Tally(packaged_catalog().providers)
+    ledgers: list[Callable[[], LedgerView]] = []
+    store = Store(state, DeferralTracker(config.deferral_rules, on_clear=tally.cleared),
+                  in_flight=lambda: [view() for view in ledgers],
+                  category=lambda e: classifier.classify(e.status, e.code, e.enhanced,
+                                                         e.text).category)
+    if isinstance(state, SteppedState) and on_step is not None:
+        state.on_step = lambda boundary: on_step(store, boundary)
+    replayed = Replayed(store, classifier, tally, {})
+    progress = Progress(err, paths, label=label) if is_terminal(err) else None
+    for chain in rotation_chains(paths):
+        parser = make_parser(config.log_format or DEFAULT_FORMAT,
+                             None if is_stdin(chain[-1]) else _reference_time(chain[-1]))
+        caps = capabilities(parser)
+        if caps.in_flight is not None:
+            ledgers.append(caps.in_flight)
+        for path in chain:
+            try:
+                feed = read_through(path, Pipeline(classifier, state, [store.observe,
+                                                                       tally.observe]),
+                                    parser, config.max_line_bytes,
+                                    on_read=progress.at if progress is not None else None)
+                replayed.files[path] = caps.detected() or ""
+                replayed.lines += feed.lines
+            except OSError as error:
+                if progress is not None:
+                    progress.clear()
+                reason = f"{path}: {error.strerror}" if error.strerror else str(error)
+                err.write(f"bounce-exporter {label}: cannot read {reason}\n")
+                replayed.status = 1
+            if progress is not None:
+                progress.file_done(path)
+    if progress is not None:
+        progress.finish()
+    if isinstance(state, SteppedState):
+        state.finish()
+    return replayed
 
 
-def _size(path: str) -> int:
-    try:
-        return 0 if is_stdin(path) else os.path.getsize(path)
-    except OSError:
-        return 0
+def report_files(paths: list[str], config: Config, fmt: str, out: TextIO, err: TextIO) -> int:
+    """The ``report`` command: the logs replayed, reported as ``fmt`` (text, json, csv)."""
+    replayed = replay_files(paths, config, err, label="report")
+    report = build_report(replayed.store, replayed.tally, replayed.classifier,
+                          config.deferral_rules, replayed.files, replayed.lines)
+    if fmt == "json":
+        out.write(render_json(report))
+    elif fmt == "csv":
+        write_csv(report, out)
+    else:
+        out.write(render_text(report))
+    return replayed.status
 
 
-def _megabytes(count: float) -> str:
-    return f"{count / 1e6:.1f} MB"
+def backfill_files(paths: list[str], config: Config, step: float, out: TextIO,
+                   err: TextIO, labels: dict[str, str] | None = None) -> int:
+    """The ``backfill`` command: what a scrape at every ``step`` of log time would have exposed,
+    as OpenMetrics text (``exposition.backfill``), ``labels`` added to every series."""
+    backfill = Backfill(labels)
+
+    def scrape(store: Store, boundary: float) -> None:
+        store.advance(boundary)  # as the wall clock does the live tracker's timeouts
+        backfill.add(boundary, snapshot_families(store.snapshot()))
+
+    replayed = replay_files(paths, config, err, label="backfill", step=step, on_step=scrape)
+    backfill.write(out)
+    return replayed.status

@@ -34,6 +34,8 @@ examples:
   bounce-exporter serve --log.journal postfix@-.service   follow Postfix in the systemd journal
   tail -F /var/log/mail.log | bounce-exporter serve --log.file -
   bounce-exporter parse /var/log/mail.log.1              one JSON object per delivery event
+  bounce-exporter report /var/log/mail.log*              per-domain tables of the old logs
+  bounce-exporter backfill /var/log/mail.log* > h.om     their history, for promtool tsdb
   bounce-exporter explain 431                            what a reply code means, what to do
 
 The log format is detected per source (--log.format auto) unless given. Flags override the
@@ -41,6 +43,7 @@ config file; {DEFAULT_CONFIG_FILE} is read when it exists and no --config.file i
 (config/example.yml is a commented starter). Docs: README.md."""
 
 
+LOOKBACK = 300.0  # Prometheus' default --query.lookback-delta, in seconds
 CONFIG_HELP = f"YAML configuration file (default: {DEFAULT_CONFIG_FILE} if it exists)"
 
 
@@ -107,6 +110,8 @@ def _one_shot_commands(commands) -> None:  # type: ignore[no-untyped-def]
                        help="log file to read (.gz too; '-': standard input)")
     _common(parse)
 
+    _history_commands(commands)
+
     explain = commands.add_parser(
         "explain",
         help="explain an SMTP reply, log line or code: meaning, soft or hard, what to do about it",
@@ -119,6 +124,52 @@ def _one_shot_commands(commands) -> None:  # type: ignore[no-untyped-def]
                          help="print one JSON object (parse's keys where they apply)")
     explain.add_argument("--config.file", dest="config_file", metavar="PATH",
                          help=CONFIG_HELP + ": its classification.text_rules apply")
+
+
+FILES_HELP = ("log file to read (rotated and .gz files too, read oldest first with their live "
+              "file; '-': standard input)")
+
+
+def _history_commands(commands) -> None:  # type: ignore[no-untyped-def]
+    report = commands.add_parser(
+        "report", help="report on old logs: per domain and provider, deferral episodes, replies",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Read log files from the start through the exporter's own stages and report what its counters,
+deferral tracker and ledgers hold at their end:
+  - totals per kind and category;
+  - per recipient domain and per provider: attempts, deliveries, deferrals, bounces, expiries,
+    and the recipients still waiting at the end of the logs;
+  - the deferral episodes of the persistent_deferrals rules: how each ended, what to do;
+  - the most frequent replies per category.
+On a terminal, a progress line on stderr.""")
+    report.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
+    report.add_argument("--format", dest="report_format", choices=("text", "json", "csv"),
+                        default="text", help="aligned tables (default), one JSON object, or CSV "
+                                             "rows each led by its table's name")
+    _common(report)
+    backfill = commands.add_parser(
+        "backfill", help="write the metrics the exporter would have exposed over old logs, "
+                         "as OpenMetrics for promtool",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Read log files from the start through the exporter's own stages and write, at every step of log
+time, the bounce_* series a scrape would have shown then, as timestamped OpenMetrics text ending
+with # EOF. The exporter's self-metrics and the waiting gauges are left out. Then:
+  promtool tsdb create-blocks-from openmetrics FILE DIR
+and move DIR's blocks into Prometheus' data directory (README: "Reports and history").""")
+    backfill.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
+    backfill.add_argument("--step", default="1m", metavar="DURATION",
+                          help="time between two samples, as a scrape interval (default: 1m; "
+                               "above 5m, Prometheus' default lookback, instant queries find "
+                               "no value between two samples)")
+    backfill.add_argument("--label", dest="labels", action="append", default=[],
+                          metavar="NAME=VALUE",
+                          help="a label for every series, such as the job and instance labels "
+                               "Prometheus gives the live exporter's (repeatable)")
+    backfill.add_argument("--output", metavar="PATH",
+                          help="file to write (default: standard output)")
+    _common(backfill)
 
 
 def _report(err: ConfigError) -> int:
@@ -140,7 +191,8 @@ def setup_logging(level: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in vars(args).items()
-                 if key not in ("command", "config_file", "files", "explain_text", "explain_json")}
+                 if key not in ("command", "config_file", "files", "explain_text", "explain_json",
+                                "report_format", "step", "output", "labels")}
     path = config_file(args.config_file)
 
     def loader():  # also re-reads the configuration at SIGHUP
@@ -151,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         return _report(err)
     # parse's output is its stdout: on stderr, warnings only (not which format it detected)
-    quiet = args.command == "parse" and args.log_level is None and config.log_level == "info"
+    quiet = args.command in ("parse", "report", "backfill") and args.log_level is None and config.log_level == "info"
     setup_logging("warning" if quiet else config.log_level)
     try:
         return _run(args, config, loader)
@@ -173,6 +225,8 @@ def _closed_pipe() -> int:
 def _run(args: argparse.Namespace, config, loader) -> int:
     from bounce_exporter import app  # after the flags: --help stays fast
 
+    if args.command in ("report", "backfill"):
+        return _history(args, config)
     if args.command in ("parse", "explain"):
         if args.command == "parse":
             status = app.parse_files(args.files, config, sys.stdout, sys.stderr)
@@ -190,3 +244,38 @@ def _run(args: argparse.Namespace, config, loader) -> int:
     except OSError as err:
         print(f"bounce-exporter: cannot serve on {config.listen_address}: {err}", file=sys.stderr)
         return 1
+
+
+def _history(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
+    from bounce_exporter import app
+    from bounce_exporter.checks import parse_duration
+    from bounce_exporter.exposition.backfill import SERIES_LABELS, parse_labels
+
+    if args.command == "report":
+        status = app.report_files(args.files, config, args.report_format, sys.stdout,
+                                  sys.stderr)
+        sys.stdout.flush()
+        return status
+    try:
+        step = parse_duration(args.step)
+    except ValueError as error:
+        print(f"bounce-exporter backfill: --step: {error}", file=sys.stderr)
+        return 2
+    try:
+        labels = parse_labels(args.labels, SERIES_LABELS)
+    except ValueError as error:
+        print(f"bounce-exporter backfill: --label {error}", file=sys.stderr)
+        return 2
+    if step <= 0:
+        print("bounce-exporter backfill: --step must be more than 0", file=sys.stderr)
+        return 2
+    if step > LOOKBACK:
+        print(f"bounce-exporter backfill: warning: --step {args.step} is longer than Prometheus' "
+              "default lookback (5m): instant queries find no value between two samples unless "
+              "--query.lookback-delta is at least the step", file=sys.stderr)
+    if args.output is None:
+        status = app.backfill_files(args.files, config, step, sys.stdout, sys.stderr, labels)
+        sys.stdout.flush()
+        return status
+    with open(args.output, "w", encoding="utf-8") as out:
+        return app.backfill_files(args.files, config, step, out, sys.stderr, labels)

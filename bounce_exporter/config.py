@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 import shutil
 import stat
 from collections.abc import Mapping
@@ -201,6 +202,26 @@ def expand_sources(sources: list[SourceConfig], from_start: bool = False) -> lis
             expanded += [SourceConfig(m, source.format, catch_up_of="")
                          for m in matches if m.endswith(".gz") and _live_of(m, matches) is None]
     return expanded
+
+
+def rotation_chains(paths: list[str]) -> list[list[str]]:
+    """Files given one by one (``report``, ``backfill``), grouped into the logs they are: each live
+    file with its rotated names among ``paths`` (``mail.log.1``, ``mail.log.2.gz``,
+    ``mail.log-20260101``; the live file itself need not be given), oldest first, as
+    ``expand_sources`` orders them. Chains in the order their first file was given."""
+    chains: dict[str, list[str]] = {}
+    for path in paths:
+        live = _live_of(path, paths) or _rotated_stem(path)
+        chains.setdefault(live, []).append(path)
+    return [sorted(dict.fromkeys(files),
+                   key=lambda m, live=live: (1,) if m == live else (0, *_age_key(m, live)))
+            for live, files in chains.items()]
+
+
+def _rotated_stem(path: str) -> str:
+    """``mail.log.2.gz`` -> ``mail.log``; a name with no rotation suffix is its own stem."""
+    found = re.fullmatch(r"(.+)[.-]\d+", path.removesuffix(".gz"))
+    return found.group(1) if found else path
 
 
 def _live_of(path: str, matches: list[str]) -> str | None:

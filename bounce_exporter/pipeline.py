@@ -9,6 +9,8 @@ line. (A scrape waits at most for one block's parsing: a few milliseconds.)
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -27,8 +29,11 @@ from bounce_exporter.parsers import (
 )
 from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.sources import BlockSource, Resumable, Source
+from bounce_exporter.sources.catchup import CatchUpSource
+from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.lines import Batch, Block
 from bounce_exporter.sources.position import Position
+from bounce_exporter.sources.stdin import StdinSource, is_stdin
 from bounce_exporter.state.counters import MetricState
 
 log = logging.getLogger(__name__)
@@ -327,3 +332,49 @@ class Pipeline:
         self._logged[key] += 1
         level = logging.WARNING if self._logged[key] <= LOGGED_SKIPS_PER_REASON else logging.DEBUG
         log.log(level, "%s: line not understood (%s): %r", source, reason, raw[:300])
+
+
+# -- one-shot reads (parse, report, backfill) -----------------------------------------------------
+
+OneShot = FileSource | CatchUpSource | StdinSource
+
+
+def one_shot_source(path: str, max_line_bytes: int, on_data: Callable[[], None]) -> OneShot:
+    """The source of a one-shot read: standard input ("-"), a file through gzip, a file.
+
+    Raises OSError, before anything is read, when the file cannot be read."""
+    if is_stdin(path):
+        return StdinSource(name=path, max_line_bytes=max_line_bytes, on_data=on_data)
+    if not os.path.isfile(path):
+        raise OSError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
+    with open(path, "rb"):  # raises PermissionError before anything is printed
+        pass
+    if path.endswith(".gz"):  # a rotated, compressed log: read through gzip
+        return CatchUpSource(path, max_line_bytes=max_line_bytes)
+    return FileSource(path, from_start=True, max_line_bytes=max_line_bytes)
+
+
+def read_through(path: str, pipeline: Pipeline, parser: Parser, max_line_bytes: int, *,
+                 on_event: LineObserver | None = None,
+                 on_read: Callable[[int], None] | None = None) -> Feed:
+    """Read one file (or standard input) to its end with ``parser`` into ``pipeline``, its
+    partial last line included; the feed it was read by. Raises OSError before anything is read
+    when the file cannot be read."""
+    data = threading.Event()
+    source = one_shot_source(path, max_line_bytes, data.set)
+    feed = pipeline.add(source, parser, on_event=on_event, on_read=on_read)
+    pipeline.begin_feed(feed)
+    if isinstance(source, CatchUpSource) and source.read_errors:
+        raise OSError(f"{path}: not a readable gzip file")
+    if isinstance(source, StdinSource):
+        while not source.eof:
+            data.wait(1.0)
+            data.clear()
+            pipeline.pump()
+    pipeline.pump()  # all of a file; what standard input held when it ended
+    pipeline.drain()
+    pipeline.tell_nothing_understood(feed, at_end=True)
+    if source.lines_too_long:
+        log.warning("%s: %d lines over %d bytes skipped", path, source.lines_too_long,
+                    max_line_bytes)
+    return feed

@@ -16,10 +16,10 @@ PACKAGE = REPO / "bounce_exporter"
 # rank of each top-level part of the package: imports go to the same or a lower rank only
 RANKS = {
     "__init__": 0, "errors": 0, "event": 0, "checks": 0,
-    "sources": 1, "parsers": 2, "classify": 3, "state": 4, "persistence": 5, "exposition": 6,
+    "sources": 1, "parsers": 2, "classify": 3, "state": 4, "persistence": 5, "exposition": 6, "report": 6,
     "pipeline": 7, "config": 7, "app": 8, "cli": 9, "__main__": 10,
 }
-STAGES = ("sources", "parsers", "classify", "state", "persistence", "exposition")
+STAGES = ("sources", "parsers", "classify", "state", "persistence", "exposition", "report")
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 

@@ -33,6 +33,7 @@ import heapq
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from bounce_exporter.checks import type_name
@@ -57,7 +58,8 @@ class DeferralTracker:
     """Streaks of matching deferrals per (domain, code, rule), and which of them are persistent."""
 
     def __init__(
-        self, rules: list[DeferralRule], *, max_keys: int = 10000, keep_cleared: int = 100
+        self, rules: list[DeferralRule], *, max_keys: int = 10000, keep_cleared: int = 100,
+        on_clear: Callable[[Streak], None] | None = None,
     ):
         if max_keys < 1:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
@@ -76,6 +78,9 @@ class DeferralTracker:
         self._deadlines: list[tuple[float, float, _Key]] = []  # (last + clear_after, last, key)
         self._oldest: list[tuple[float, _Key]] = []  # (last, key), for eviction
         self._cleared: deque[Streak] = deque(maxlen=max(keep_cleared, 0))
+        # told of every streak cleared (persistent or not), with cleared_at and cleared_by: the
+        # episodes of a report over old logs
+        self.on_clear = on_clear
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -272,6 +277,8 @@ class DeferralTracker:
 
     def _clear(self, key: _Key, time: float, by: str) -> None:
         streak = self._remove(key)
+        if self.on_clear is not None:
+            self.on_clear(replace(streak, cleared_at=time, cleared_by=by))
         if streak.persistent and self._cleared.maxlen:
             streak.cleared_at = time
             streak.cleared_by = by

@@ -54,6 +54,8 @@ class PrometheusLab:
     job ``job``. rule_files: paths loaded as they are (never copied or edited).
     extra_scrape_configs: more raw scrape_config mappings, appended as given.
     extra_args: more command-line flags (e.g. ``--query.lookback-delta=1m``).
+    storage_path: a TSDB folder to serve as it is (e.g. blocks made by promtool), kept by stop();
+    by default a fresh one in the workdir.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class PrometheusLab:
         extra_args: Iterable[str] = (),
         workdir: str | Path | None = None,
         binary: str | None = None,
+        storage_path: str | Path | None = None,
     ) -> None:
         self.binary = binary or find_binary("prometheus")
         if self.binary is None:
@@ -87,7 +90,9 @@ class PrometheusLab:
         self.workdir = Path(workdir) if workdir is not None else Path(
             tempfile.mkdtemp(prefix="bounce-e2e-prometheus-"))
         self.config_path = self.workdir / "prometheus.yml"
-        self.storage_path = self.workdir / "tsdb"
+        self._own_storage = storage_path is None
+        self.storage_path = Path(storage_path) if storage_path is not None else (
+            self.workdir / "tsdb")
         self.log_path = self.workdir / "prometheus.log"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -123,7 +128,7 @@ class PrometheusLab:
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         for attempt in range(attempts):
             self.port = free_port()
-            if self.storage_path.exists():
+            if self._own_storage and self.storage_path.exists():
                 shutil.rmtree(self.storage_path)
             cmd = [
                 self.binary,
