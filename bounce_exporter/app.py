@@ -20,7 +20,7 @@ from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.exposition.collector import Exposition, Registry, exporter_registry
 from bounce_exporter.exposition.http import start_server
 from bounce_exporter.exposition.status_page import render_status_page
-from bounce_exporter.parsers import make_parser
+from bounce_exporter.parsers import accel, make_parser
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline
 from bounce_exporter.sources import Source
@@ -140,6 +140,7 @@ class Exporter:
         bound (host, port)."""
         if self.config.sources_chosen:
             log.info("%s", self.config.sources_chosen)
+        log.info("%s", accel.describe())  # which Postfix block scan runs
         positions = self._saved_positions()
         self.pipeline.begin(positions)
         self._tell_resumed(positions)
