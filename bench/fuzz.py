@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(" ".join(command), flush=True)
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
-    return subprocess.run(command, cwd=work, env=env).returncode
+    return subprocess.run(command, cwd=work, env=env, check=False).returncode
 
 
 if __name__ == "__main__":

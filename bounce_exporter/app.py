@@ -140,7 +140,8 @@ class Exporter:
         bound (host, port)."""
         if self.config.sources_chosen:
             log.info("%s", self.config.sources_chosen)
-        log.info("%s", accel.describe())  # which Postfix block scan runs
+        # which Postfix block scan runs; a warning when the C extension was not built
+        log.log(logging.INFO if accel.compiled() else logging.WARNING, "%s", accel.describe())
         positions = self._saved_positions()
         self.pipeline.begin(positions)
         self._tell_resumed(positions)

@@ -20,6 +20,8 @@ import random
 import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -122,11 +124,11 @@ def mutated(lines: list[bytes], seed: int, year_rollover: bool = True) -> bytes:
     out = [mutate(line, rng) for line in lines]
     if year_rollover:  # December, then January: the next year (StampReader's state)
         at = len(out) // 2
-        out[at:at] = [b"Dec 31 23:59:58 mx1 postfix/smtp[2]: R1: to=<a@roll.example>, relay="
-                      b"mx.roll.example[192.0.2.7]:25, delay=1, dsn=4.2.0, status=deferred "
-                      b"(host mx.roll.example[192.0.2.7] said: 450 4.2.0 later)",
-                      b"Jan  1 00:00:01 mx1 postfix/smtp[2]: R1: to=<a@roll.example>, relay="
-                      b"mx.roll.example[192.0.2.7]:25, delay=1, dsn=2.0.0, status=sent (250 ok)"]
+        out[at:at] = [(b"Dec 31 23:59:58 mx1 postfix/smtp[2]: R1: to=<a@roll.example>, relay="
+                       b"mx.roll.example[192.0.2.7]:25, delay=1, dsn=4.2.0, status=deferred "
+                       b"(host mx.roll.example[192.0.2.7] said: 450 4.2.0 later)"),
+                      (b"Jan  1 00:00:01 mx1 postfix/smtp[2]: R1: to=<a@roll.example>, relay="
+                       b"mx.roll.example[192.0.2.7]:25, delay=1, dsn=2.0.0, status=sent (250 ok)")]
     return b"".join(line + b"\n" for line in out)
 
 
@@ -243,6 +245,27 @@ def test_the_whole_generated_million_line_log(compiled, tmp_path):
     pure, fast = both(compiled, blocks_of(data, tmp_path))
     assert fast == pure
     assert len(pure[0]) > 130_000
+
+
+def test_without_a_compiler_the_wheel_is_pure_python(tmp_path):
+    """``pip install .`` where no C compiler runs (CC=/bin/false): the build warns and goes on,
+    the wheel has the Python package and no extension."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    for folder in ("bounce_exporter", "config"):
+        shutil.copytree(root / folder, tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
+                             "--wheel-dir", str(tmp_path / "wheels"), "."], cwd=tmp_path,
+                            env={**os.environ, "CC": "/bin/false"}, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'building extension "bounce_exporter_fastscan" failed' in result.stdout + result.stderr
+    [wheel] = (tmp_path / "wheels").glob("bounce_exporter-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "bounce_exporter/parsers/postfix.py" in names
+    assert not [n for n in names if n.startswith("bounce_exporter_fastscan")]
 
 
 def test_fuzz_smoke():
