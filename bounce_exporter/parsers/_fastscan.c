@@ -5,9 +5,11 @@
  *
  * Records, in line order (parsers/postfix_fast.py reads them):
  *   (stamp, instance, qid, recipient, domain, status, code, enhanced, text, relay, start, end)
- *       a delivery read whole; stamp is (mon, day, hms, iso), the same tuple object as the
- *       previous delivery record's when the stamp's bytes are the same; domain and relay are
- *       lower-cased; text is "" when the line has none; start, end: the line in the block;
+ *       a delivery read whole; stamp is the line's Unix time (a float) when the core read it
+ *       (an RFC 3339 stamp with its offset), else (mon, day, hms, iso) for StampReader: the
+ *       same object as the previous delivery record's when the stamp's bytes are the same;
+ *       domain and relay are lower-cased; text is "" when the line has none; start, end: the
+ *       line in the block;
  *   (start, end)              a "status=" line for Python's parser (block[start:end]);
  *   (qid, start, end)         a ": removed" line; qid None when Python must read the line.
  */
@@ -37,6 +39,34 @@ static PyObject *text_of(const unsigned char *b, const bx_span *sp, int lower) {
         memcpy(out, in, (size_t)sp->len);
     }
     return s;
+}
+
+/* Domains and relay hosts repeat: the string made last time for the same (lower-cased) bytes */
+#define CACHE_SLOTS 1024
+#define CACHE_MAX_LEN 128
+static PyObject *CACHE[CACHE_SLOTS];
+
+static PyObject *lower_cached(const unsigned char *b, const bx_span *sp) {
+    if (sp->len < 0 || sp->len > CACHE_MAX_LEN)
+        return text_of(b, sp, 1);
+    unsigned char low[CACHE_MAX_LEN];
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < sp->len; i++) {
+        unsigned char c = b[sp->off + (size_t)i];
+        low[i] = (c >= 'A' && c <= 'Z') ? c + 32 : c;
+        hash = (hash ^ low[i]) * 16777619u;
+    }
+    PyObject **slot = &CACHE[hash % CACHE_SLOTS];
+    if (*slot == NULL || PyUnicode_GET_LENGTH(*slot) != sp->len
+        || memcmp(PyUnicode_1BYTE_DATA(*slot), low, (size_t)sp->len) != 0) {
+        bx_span whole = {0, sp->len};
+        PyObject *fresh = text_of(low, &whole, 0);
+        if (fresh == NULL)
+            return NULL;
+        Py_XSETREF(*slot, fresh);
+    }
+    Py_INCREF(*slot);
+    return *slot;
 }
 
 static PyObject *code_of(const unsigned char *b, const bx_span *sp) {
@@ -77,6 +107,8 @@ static PyObject *reused(reuse *r, bx_span *held, PyObject **obj, const bx_span *
 static PyObject *make_stamp(reuse *r, const bx_span *sp) {
     (void)sp;
     const bx_record *rec = r->rec;
+    if (rec->has_when)
+        return PyFloat_FromDouble(rec->when);
     return Py_BuildValue("(NNNN)", text_of(r->b, &rec->mon, 0), text_of(r->b, &rec->day, 0),
                          text_of(r->b, &rec->hms, 0), text_of(r->b, &rec->iso, 0));
 }
@@ -91,12 +123,25 @@ static PyObject *delivery(reuse *r, const bx_record *rec) {
     PyObject *status = STATUS_NAMES[rec->status];
     Py_INCREF(status);
     bx_span empty = {rec->start, 0};
-    return Py_BuildValue("(NNNNNNNNNNnn)", stamp, instance, text_of(b, &rec->qid, 0),
-                         text_of(b, &rec->rcpt, 0), text_of(b, &rec->domain, 1), status,
-                         code_of(b, &rec->code), text_of(b, &rec->enhanced, 0),
-                         text_of(b, rec->text.len < 0 ? &empty : &rec->text, 0),
-                         text_of(b, &rec->relay, 1), (Py_ssize_t)rec->start,
-                         (Py_ssize_t)rec->end);
+    PyObject *items[12] = {
+        stamp, instance, text_of(b, &rec->qid, 0), text_of(b, &rec->rcpt, 0),
+        lower_cached(b, &rec->domain), status, code_of(b, &rec->code),
+        text_of(b, &rec->enhanced, 0), text_of(b, rec->text.len < 0 ? &empty : &rec->text, 0),
+        lower_cached(b, &rec->relay), PyLong_FromSsize_t((Py_ssize_t)rec->start),
+        PyLong_FromSsize_t((Py_ssize_t)rec->end),
+    };
+    PyObject *tuple = PyTuple_New(12);
+    for (int i = 0; i < 12; i++) {
+        if (items[i] == NULL || tuple == NULL) { /* out of memory: let go of everything */
+            for (int j = 0; j < 12; j++)
+                Py_XDECREF(items[j]);
+            Py_XDECREF(tuple);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 12; i++)
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    return tuple;
 }
 
 static PyObject *record(reuse *r, const bx_record *rec) {

@@ -29,6 +29,8 @@ typedef struct {
     size_t start, end;          /* the line, without its newline and a CR before it */
     bx_span mon, day, hms, iso; /* the stamp (STAMP's groups) */
     bx_span stamp;              /* the whole stamp, to see that the next line has the same one */
+    int has_when;               /* an RFC 3339 stamp with its offset, read here: */
+    double when;                /* its Unix time, as datetime.fromisoformat().timestamp() */
     bx_span instance, qid, rcpt;
     bx_span domain;             /* to be lower-cased */
     int status;                 /* BX_SENT, BX_DEFERRED, BX_BOUNCED */

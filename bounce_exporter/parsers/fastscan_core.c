@@ -151,6 +151,75 @@ static int exactly_digits(cursor *c, size_t n) {
     return 1;
 }
 
+/* -- RFC 3339 stamps with an offset: their Unix time, exactly as Python's ------------------- */
+
+static long days_from_civil(long y, unsigned m, unsigned d) { /* H. Hinnant's algorithm */
+    y -= m <= 2;
+    long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long)doe - 719468;
+}
+
+static unsigned number(const unsigned char *b, size_t n) {
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (unsigned)(b[i] - '0');
+    return v;
+}
+
+/* The stamp [from, to) matched the iso group: "YYYY-MM-DDTHH:MM:SS", 1 to 6 digits of fraction,
+ * then Z, +HH:MM or +HHMM. datetime.fromisoformat(stamp).timestamp() is the microseconds since
+ * 1970 over 10**6, rounded once: so is this (both exact in a double before the division, for
+ * years 1970 to 2200). Anything else (no offset: local time; a day that does not exist; more
+ * digits) is left to Python: 0. */
+static int iso_time(const unsigned char *b, size_t from, size_t to, double *when) {
+    const unsigned char *p = b + from;
+    size_t n = to - from;
+    if (n < 20)
+        return 0;
+    unsigned year = number(p, 4), month = number(p + 5, 2), day = number(p + 8, 2);
+    unsigned hour = number(p + 11, 2), minute = number(p + 14, 2), second = number(p + 17, 2);
+    static const unsigned days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1970 || year > 2200 || month < 1 || month > 12 || hour > 23 || minute > 59
+        || second > 59 || day < 1)
+        return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > days[month - 1] + (month == 2 && leap))
+        return 0;
+    size_t i = 19;
+    long long micro = 0;
+    if (p[i] == '.') {
+        size_t digits_from = ++i;
+        while (i < n && is_digit(p[i]))
+            i++;
+        size_t k = i - digits_from;
+        if (k < 1 || k > 6)
+            return 0;
+        micro = number(p + digits_from, k);
+        for (; k < 6; k++)
+            micro *= 10;
+    }
+    long offset;
+    if (i + 1 == n && p[i] == 'Z') {
+        offset = 0;
+    } else if ((i + 6 == n && p[i + 3] == ':') || i + 5 == n) {
+        if (p[i] != '+' && p[i] != '-')
+            return 0;
+        unsigned oh = number(p + i + 1, 2), om = number(p + n - 2, 2);
+        if (oh > 23 || om > 59)
+            return 0;
+        offset = (p[i] == '-' ? -1 : 1) * (long)(oh * 3600 + om * 60);
+    } else {
+        return 0;
+    }
+    long long seconds = (long long)days_from_civil(year, month, day) * 86400 + hour * 3600
+                        + minute * 60 + second - offset;
+    *when = (double)(seconds * 1000000 + micro) / 1e6;
+    return 1;
+}
+
 /* STAMP: BSD "Mon dd hh:mm:ss(.frac)" or RFC 3339, as groups mon, day, hms / iso */
 static int stamp(cursor *c, bx_record *r) {
     size_t from = c->p;
@@ -201,6 +270,7 @@ static int stamp(cursor *c, bx_record *r) {
                 return 0;
         }
         span(&r->iso, from, c->p);
+        r->has_when = iso_time(c->b, from, c->p, &r->when);
     } else {
         return 0;
     }

@@ -38,8 +38,9 @@ class FastPostfixParser(PostfixParser):
             if len(record) == 12:
                 (stamp, instance, qid, recipient, domain, status, code, enhanced, text, relay,
                  start, end) = record
-                if stamp is not stamp_read:
-                    when, stamp_read = time_of(*stamp), stamp
+                if stamp is not stamp_read:  # a float: read by the extension (RFC 3339)
+                    when = stamp if stamp.__class__ is float else time_of(*stamp)
+                    stamp_read = stamp
                 if when is not None:
                     event = DeliveryEvent(when, MTA, qid, recipient, domain, status, code,
                                           enhanced, text, relay)
