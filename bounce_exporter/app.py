@@ -33,7 +33,7 @@ from bounce_exporter.exposition.collector import (
 )
 from bounce_exporter.exposition.http import start_server
 from bounce_exporter.exposition.status_page import render_status_page
-from bounce_exporter.parsers import capabilities, make_parser
+from bounce_exporter.parsers import accel, capabilities, make_parser
 from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline, read_through
@@ -156,6 +156,8 @@ class Exporter:
         bound (host, port)."""
         if self.config.sources_chosen:
             log.info("%s", self.config.sources_chosen)
+        # which Postfix block scan runs; a warning when the C extension was not built
+        log.log(logging.INFO if accel.compiled() else logging.WARNING, "%s", accel.describe())
         positions = self._saved_positions()
         self.pipeline.begin(positions, self.keeper.parser_states)
         self._tell_resumed(positions)

@@ -19,10 +19,13 @@ EVERY_NOT_ATTEMPT = {"queued_only", "retry_not_reached", "tempfail_without_sessi
 
 
 def raised_reasons(name: str) -> set[str]:
-    """The reasons of every ``LineNotUnderstood("...")`` in a parser's module source."""
-    module = inspect.getmodule(type(make_parser(name)))
+    """The reasons of every ``LineNotUnderstood("...")`` in the sources of a parser's module and
+    of the modules of the classes it inherits from (the compiled Postfix parser's is postfix)."""
+    modules = {inspect.getmodule(cls) for cls in type(make_parser(name)).__mro__
+               if cls.__module__.startswith("bounce_exporter.parsers.")}
     found = set()
-    for node in ast.walk(ast.parse(inspect.getsource(module))):
+    nodes = [node for module in modules for node in ast.walk(ast.parse(inspect.getsource(module)))]
+    for node in nodes:
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id == "LineNotUnderstood" and node.args
                 and isinstance(node.args[0], ast.Constant)):

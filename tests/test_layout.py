@@ -38,11 +38,24 @@ def imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("bounce_exporter"):
+            if ours(node.module):
                 found.add(node.module)
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("bounce_exporter"))
+            found.update(a.name for a in node.names if ours(a.name))
     return found
+
+
+def ours(name: str) -> bool:
+    """A module of the package (not the C extension bounce_exporter_fastscan, a module of its own)."""
+    return name == "bounce_exporter" or name.startswith("bounce_exporter.")
+
+
+def test_the_c_extension_is_imported_in_one_place():
+    """parsers.accel chooses between the compiled scan and pure Python; nothing else imports it."""
+    found = [module for module, path in modules().items()
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Import)
+             for alias in node.names if alias.name == "bounce_exporter_fastscan"]
+    assert found == ["bounce_exporter.parsers.accel"]
 
 
 def test_the_top_level_lists_the_stages_and_a_handful_of_modules():

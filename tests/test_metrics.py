@@ -9,6 +9,7 @@ from bounce_exporter.classify.catalog import packaged_catalog
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.exposition.collector import MetricsCollector
+from bounce_exporter.parsers.accel import accelerated
 from bounce_exporter.state.counters import DomainLabels, MetricState
 
 
@@ -93,7 +94,8 @@ def test_exposition_text():
         'bounce_exporter_failure_series 1.0',
         'bounce_exporter_failure_series_overflow_events_total 0.0',
         'bounce_exporter_state_write_errors_total 0.0',
-        f'bounce_exporter_build_info{{version="{__version__}"}} 1.0',
+        (f'bounce_exporter_build_info{{accelerated="{"true" if accelerated() else "false"}",'
+         f'version="{__version__}"}} 1.0'),
     ])
     assert "# TYPE bounce_failures_total counter" in text
     assert "# TYPE bounce_exporter_source_up gauge" in text

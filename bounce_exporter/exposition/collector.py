@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bounce_exporter import __version__
+from bounce_exporter.parsers.accel import accelerated
 from bounce_exporter.state.counters import (
     CounterSnapshot,
     MetricState,
@@ -128,9 +129,10 @@ def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:
                    {(): counters.series_overflowed})
     yield _counter("bounce_exporter_state_write_errors", "Failed writes of the state file "
                    "(retried at the next save).", [], {(): counters.state_write_errors})
-    info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter.",
-                             labels=["version"])
-    info.add_metric([__version__], 1)
+    info = GaugeMetricFamily("bounce_exporter_build_info", "Version of bounce-exporter, and "
+                             "whether the Postfix parser runs its compiled block scan.",
+                             labels=["version", "accelerated"])
+    info.add_metric([__version__, "true" if accelerated() else "false"], 1)
     yield info
 
 

@@ -162,9 +162,15 @@ def capabilities(parser: Parser) -> Capabilities:
 
 
 def _postfix(reference: float | None) -> Parser:
+    from bounce_exporter.parsers.accel import scanner
     from bounce_exporter.parsers.postfix import PostfixParser
 
-    return PostfixParser(reference=reference)
+    compiled = scanner()  # the compiled block scan, unless absent or turned off (parsers.accel)
+    if compiled is None:
+        return PostfixParser(reference=reference)
+    from bounce_exporter.parsers.postfix_fast import FastPostfixParser
+
+    return FastPostfixParser(reference=reference, scanner=compiled)
 
 
 def _exim(reference: float | None) -> Parser:

@@ -74,6 +74,7 @@ class FileSource(SplitsLines):
         self.path = path
         self.name = path
         self.chunk_size = chunk_size
+        self._buffer = bytearray()  # read into, chunk after chunk (``_read``)
         self.up = False
         self.down_reason: str | None = None
         self.read_errors = 0
@@ -310,9 +311,13 @@ class FileSource(SplitsLines):
 
     # -- reading and end-of-file decisions ------------------------------------------------------
 
-    def _read(self, cur: Reader) -> bytes | None:
+    def _read(self, cur: Reader) -> memoryview | None:
+        """The next chunk of ``cur``: a view of the reused read buffer, valid until the next read
+        (``LineSplitter.feed`` copies what it keeps, once: one copy fewer than ``read()``)."""
+        if len(self._buffer) != self.chunk_size:
+            self._buffer = bytearray(self.chunk_size)
         try:
-            chunk = cur.handle.read(self.chunk_size)
+            size = cur.handle.readinto(self._buffer)
         except (OSError, EOFError, zlib.error) as err:
             self.read_errors += 1
             log.error("read error on %s: %s", cur.name, err)
@@ -323,8 +328,9 @@ class FileSource(SplitsLines):
                 self._down(f"read error: {getattr(err, 'strerror', None) or err}")
                 self._next_open = cur.position()  # resume there once readable
             return None
-        cur.offset += len(chunk)
-        return chunk
+        size = size or 0
+        cur.offset += size
+        return memoryview(self._buffer)[:size]
 
     def _truncated(self, cur: Reader) -> bool:
         """Is the open live file shorter than what was read, or are its first bytes others?
@@ -377,7 +383,7 @@ class FileSource(SplitsLines):
 
     # -- line splitting ------------------------------------------------------------------------
 
-    def _block(self, cur: Reader, chunk: bytes) -> Block | None:
+    def _block(self, cur: Reader, chunk: memoryview) -> Block | None:
         """The complete lines that end in this chunk (``LineSplitter``), at their position."""
         split = self._lines.feed(chunk)
         if split is None:

@@ -74,25 +74,34 @@ class LineSplitter:
         self.partial = b""
         self.skipping = False  # inside a line over the limit
 
-    def feed(self, chunk: bytes) -> tuple[bytes, int, int] | None:
+    def feed(self, chunk: bytes | memoryview) -> tuple[bytes, int, int] | None:
         """``(data, too_long, held)``: the complete lines that end in this chunk (the held partial
         line first), how many of them were over the limit, and the bytes after the last newline
-        (held, or skipped once over the limit); None when the chunk ends no line."""
-        end = chunk.rfind(b"\n") + 1
+        (held, or skipped once over the limit); None when the chunk ends no line. ``chunk`` is
+        bytes, or a memoryview of the start of a reused bytearray (``FileSource`` reads into
+        one): what is returned and held is copied out of it, once."""
+        text = chunk.obj if isinstance(chunk, memoryview) else chunk  # find, rfind: on the buffer
+        size = len(chunk)
+        end = text.rfind(b"\n", 0, size) + 1
         if not end:
             self._hold(chunk)
             return None
         too_long = 0
         if self.skipping:  # the chunk's first line ends a line over the limit
-            data = b"\n" + chunk[chunk.find(b"\n") + 1 : end]  # an empty line stands in for it
+            # an empty line stands in for it
+            data = b"".join((b"\n", chunk[text.find(b"\n", 0, size) + 1 : end]))
             too_long = 1
             self.skipping = False
+        elif self.partial or text is not chunk:
+            # one copy: the held partial line and the chunk's complete lines joined at once
+            # (``partial + chunk[:end]`` copied the chunk twice)
+            data = b"".join((self.partial, memoryview(chunk)[:end]))
         else:
-            data = self.partial + chunk[:end] if self.partial else chunk[:end]
+            data = chunk[:end]  # type: ignore[assignment]  # bytes: chunk is bytes here
         self.partial = b""
         self._hold(chunk[end:])
         data, over = blank_long_lines(data, self.max_line_bytes)
-        return data, too_long + over, len(chunk) - end
+        return data, too_long + over, size - end
 
     def flush(self) -> tuple[bytes, int] | None:
         """The held partial line as ``(data, too_long)`` (its file is done), or None."""
@@ -108,7 +117,7 @@ class LineSplitter:
         """Forget the held partial line (it is read again from elsewhere)."""
         self.partial, self.skipping = b"", False
 
-    def _hold(self, tail: bytes) -> None:
+    def _hold(self, tail: bytes | memoryview) -> None:
         """Keep the start of a partial line, unless it is already over the limit."""
         if tail and not self.skipping:
             self.partial += tail
