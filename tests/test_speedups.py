@@ -231,9 +231,13 @@ def replay(log: str, pure: bool) -> tuple[str, dict]:
             "print(json.dumps([text, saved, [type(p).__name__ for p in parsers],"
             " [p.state() for p in parsers]]))\n")
     env = {**os.environ, "TZ": "UTC", accel.PURE_PYTHON_ENV: "1" if pure else ""}
-    config = os.path.join(os.path.dirname(log), "config.yml")
+    # config and state file in a folder of their own: beside the log, a "mail.log.state" is one of
+    # its rotated names (there at start of the second run only: its position's "done" differed)
+    run = os.path.join(os.path.dirname(log), "pure" if pure else "compiled")
+    os.makedirs(run, exist_ok=True)
+    config = os.path.join(run, "config.yml")
     with open(config, "w") as handle:
-        handle.write(f"limits:\n  max_domains: 300\nstate_file: {log}.state\n")
+        handle.write(f"limits:\n  max_domains: 300\nstate_file: {run}/state.json\n")
     out = subprocess.run([sys.executable, "-c", code, log, config], capture_output=True,
                          env=env, check=True, cwd=os.getcwd()).stdout
     import json
