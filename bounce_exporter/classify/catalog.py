@@ -137,15 +137,16 @@ class Catalog:
 
     def knows_enhanced(self, enhanced: str) -> bool:
         """Whether the catalog names this enhanced code itself, as written: its subject.detail
-        has an entry (X.3.1 for 4.3.1, not only the subject's X.3.X) in one of the entry's
-        classes, written without leading zeros; or a text rule that names enhanced codes on their
+        has an entry (X.3.1 for 4.3.1, not only the subject's X.3.X), written without leading
+        zeros, in one of the entry's classes or as a failure (4 or 5: servers send 552 5.2.2 for
+        the registry's transient-only X.2.2, and a class adds at most one series per entry); or a text rule that names enhanced codes on their
         own (an ``enhanced`` constraint, no ``code`` one) accepts it: Microsoft's 4.7.500-699,
         Gmail's 4.7.27. A rule that needs a basic code too (``421`` with any ``4.7.N``) describes
         a reply, not the codes it allows."""
         parts = _enhanced_parts(enhanced)
         if parts is not None and enhanced == ".".join(parts):
             info = self.enhanced_codes.get(f"X.{parts[1]}.{parts[2]}")
-            if info is not None and int(parts[0]) in (info.classes or ENHANCED_CLASSES):
+            if info is not None and int(parts[0]) in {*(info.classes or ENHANCED_CLASSES), 4, 5}:
                 return True
         return any(rule.enhanced is not None and rule.code is None
                    and re.fullmatch(rule.enhanced, enhanced) for rule in self.text_rules)
