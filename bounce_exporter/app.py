@@ -162,7 +162,8 @@ class Exporter:
         self.pipeline.begin(positions, self.keeper.parser_states)
         self._tell_resumed(positions)
         with self.state.lock:
-            self.keeper.take()  # the starting point, written at the first scrape or save
+            self.keeper.take()  # the starting point, written at once: nothing is counted yet
+        self.keeper.write()  # (a first start that ends before its first scrape resumes there)
         self.server = start_server(self.config.listen_address, self.registry,
                                    telemetry_path=self.config.telemetry_path,
                                    json_routes={"/api/v1/deferrals": self.deferrals_view,

@@ -465,3 +465,50 @@ def test_a_slow_save_is_served_again_for_twenty_times_as_long_and_nothing_is_wri
     later = scrape(exporter)
     assert value(later, "bounce_deliveries_total", domain="ok.example") == 5
     assert json.loads(state.read_text())["positions"][str(log)]["offset"] == log.stat().st_size
+
+
+def test_an_unchanged_state_is_not_written_again(tmp_path, lifetimes):
+    """Issue 18: bytes written per scrape of an unchanged state: 0 (the tracker's clock, moved on
+    by the wall clock, aside). A change is written at the next scrape, before it is exposed."""
+    log = tmp_path / "mail.log"
+    writer = Writer(log)
+    writer.write(2)
+    exporter = lifetimes(log, from_start=True)
+    exporter.step()
+    state = tmp_path / "state.json"
+    scrape(exporter)
+    first = state.stat()
+    for later in (10.0, 20.0, 30.0):  # the loop moves the tracker's clock on
+        exporter.store.advance(time.time() + later)
+        exporter.step()
+        assert value(scrape(exporter), "bounce_deliveries_total", domain="ok.example") == 2
+    again = state.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    writer.write(1)
+    exporter.step()
+    assert value(scrape(exporter), "bounce_deliveries_total", domain="ok.example") == 3
+    assert state.stat().st_ino != first.st_ino  # written (a new file renamed over the old one)
+    assert json.loads(state.read_text())["positions"][str(log)]["offset"] == log.stat().st_size
+
+
+def test_a_first_start_writes_its_starting_position_at_once(tmp_path):
+    """Issue 18: a first start at the file's end that is killed before its first scrape resumes
+    where it began, so the lines written meanwhile are read (they used to be skipped: the next
+    start began at the end again)."""
+    log = tmp_path / "mail.log"
+    writer = Writer(log)
+    writer.write(3)  # there before the first start: skipped (not --log.from-start)
+    with exporters() as start:
+        first = start(local_config(tmp_path, log_files=[str(log)]))
+        saved = json.loads((tmp_path / "state.json").read_text())
+        assert saved["positions"][str(log)]["offset"] == log.stat().st_size
+        first.server.shutdown()  # kill -9: nothing more runs
+        first.server.server_close()
+        first.server = None
+        first.wakeup.stop()
+        first.pipeline.close()
+    writer.write(2)  # while down
+    with exporters() as start:
+        second = start(local_config(tmp_path, log_files=[str(log)]))
+        second.step()
+        assert value(scrape(second), "bounce_deliveries_total", domain="ok.example") == 2

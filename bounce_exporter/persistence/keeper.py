@@ -16,8 +16,12 @@ window is a kill between the write and the response reaching Prometheus (lines s
 scrape then lost), or a failed write followed by a kill (lines since the last written snapshot
 counted again).
 
-- At start a snapshot of the starting point (saved positions, or where the tailer began) is taken;
-  it is written at the first scrape, or after ``interval`` seconds, or at shutdown.
+- At start a snapshot of the starting point (saved positions, or where the tailer began) is taken
+  and written at once: a first start that ends (or is killed) before its first scrape resumes
+  where it began, not at the file's end again.
+- A snapshot that saves what the file holds already (the deferral tracker's clock aside: it is
+  moved on by the wall clock at each loop) is not written again: a scrape of an unchanged state
+  writes 0 bytes (``same_but_the_clock``).
 - A failed write (full disk, read-only directory) is counted in
   ``bounce_exporter_state_write_errors_total``, logged (once until it works again) and retried
   every ``interval`` seconds and at each scrape; serving goes on.
@@ -66,6 +70,7 @@ class StateKeeper:
         self._snapshot: dict | None = None
         self._taken = 0  # sequence number of the newest snapshot
         self._written = 0  # sequence number of the newest snapshot on disk
+        self._on_disk: dict | None = None  # what this lifetime last wrote
         self._failing = False
         self.parser_states: dict[str, dict] = {}  # as loaded: restored with their positions
         self._scrape_lock = threading.Lock()  # one scrape's snapshot at a time
@@ -135,6 +140,9 @@ class StateKeeper:
                 snapshot, taken = self._snapshot, self._taken
             if snapshot is None or taken <= self._written:
                 return True
+            if self._on_disk is not None and same_but_the_clock(snapshot, self._on_disk):
+                self._written = taken  # what the file holds already: nothing written
+                return True
             self._last_attempt = self.clock()
             try:
                 write_state(self.path, snapshot)
@@ -148,7 +156,7 @@ class StateKeeper:
             if self._failing:
                 log.info("state saved to %s again", self.path)
                 self._failing = False
-            self._written = taken
+            self._written, self._on_disk = taken, snapshot
             return True
 
     @property
@@ -166,3 +174,20 @@ class StateKeeper:
         with self.store.lock:
             self.take()
         return self.write()
+
+
+def same_but_the_clock(new: dict, old: dict) -> bool:
+    """Does ``new`` save what ``old`` does, but for the deferral tracker's clock (``now``, moved
+    on by the wall clock at each loop)? A restart from ``old`` then gives what one from ``new``
+    would: the tracker's clock is moved on by the wall clock again at once, and a streak that
+    time ended would differ in its streaks, not only in ``now``."""
+    if new.keys() != old.keys():
+        return False
+    for key, value in new.items():
+        if key == "deferrals" and isinstance(value, dict) and isinstance(old[key], dict):
+            if {k: v for k, v in value.items() if k != "now"} != \
+                    {k: v for k, v in old[key].items() if k != "now"}:
+                return False
+        elif value != old[key]:
+            return False
+    return True
