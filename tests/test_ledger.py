@@ -108,10 +108,10 @@ def test_the_auto_parser_carries_its_choice_and_its_delegates_state(mta):
 def test_an_opensmtpd_session_open_at_a_restart_keeps_its_error():
     """A session that began before the restart and fails after it (issue 13: 37 connection-level
     attempts counted instead of 40 with kill -9): its session memory is parser state too."""
-    lines = [b"Nov 28 12:22:45 mail smtpd[1]: 912fc433d89d56f6 mta connecting "
-             b"address=smtp+notls://192.0.2.7:25 host=mx.down.example",
-             b"Nov 28 12:22:47 mail smtpd[1]: 912fc433d89d56f6 mta error "
-             b"reason=Connection refused"]
+    lines = [(b"Nov 28 12:22:45 mail smtpd[1]: 912fc433d89d56f6 mta connecting "
+              b"address=smtp+notls://192.0.2.7:25 host=mx.down.example"),
+             (b"Nov 28 12:22:47 mail smtpd[1]: 912fc433d89d56f6 mta error "
+              b"reason=Connection refused")]
     whole = events_of("opensmtpd", lines)
     assert [(e.status, e.text) for e in whole] == [("deferred", "Connection refused")]
     assert events_of("opensmtpd", lines, cut=1) == whole

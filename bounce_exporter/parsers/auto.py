@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import (
     PARSERS,
-    PARSERS,
     Capabilities,
     Failed,
     Parser,
