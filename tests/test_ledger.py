@@ -117,3 +117,23 @@ def test_an_opensmtpd_session_open_at_a_restart_keeps_its_error():
     assert events_of("opensmtpd", lines, cut=1) == whole
     fresh = make_parser("opensmtpd", REFERENCE)
     assert list(fresh.parse(lines[1])) == []  # what a restart without the state gave
+
+
+def test_the_recipients_of_one_message_are_bounded_and_the_rest_counted(caplog):
+    """Issue 18: a remote server deferring one message for ever more recipients cannot grow the
+    ledger without bound: 1,000 recipients per message (Postfix's smtpd_recipient_limit) are
+    remembered, the others counted with the evictions, logged once; a second deferral of one
+    already remembered still counts."""
+    from bounce_exporter.parsers.ledger import MAX_RECIPIENTS
+
+    ledger = Ledger(10, name="test")
+    with caplog.at_level("WARNING", logger="bounce_exporter.parsers.ledger"):
+        for n in range(MAX_RECIPIENTS + 5):
+            ledger.defer("Q1", f"r{n}@x.example", deferral(100.0 + n, "Q1", f"r{n}@x.example"))
+        ledger.defer("Q1", "r0@x.example", deferral(5000.0, "Q1", "r0@x.example"))
+    waiting = list(ledger.waiting())
+    assert (len(waiting), ledger.evicted) == (1000, 5)
+    assert waiting[0].attempts == 2 and waiting[0].last.time == 5000.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "test: message Q1 has more than 1000 recipients deferred; the others are not remembered "
+        "(counted in bounce_exporter_pending_messages_evicted_total)"]

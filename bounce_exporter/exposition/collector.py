@@ -170,7 +170,8 @@ def _source_families(sources: dict[str, SourceStats]) -> Iterator[Metric]:
                    "reached, OpenSMTPD's session-less temporary failures, Sendmail's queued-only).",
                    ["source", "reason"], not_attempts)
     yield _counter("bounce_exporter_pending_messages_evicted", "Pending messages (deferred, not "
-                   "yet delivered or expired) forgotten because the parser's memory was full.",
+                   "yet delivered or expired) forgotten because the parser's memory was full, "
+                   "and recipients of one message over 1,000 not remembered.",
                    ["source"], evicted)
     yield _counter("bounce_exporter_read_errors", "Errors reading a log source.", ["source"],
                    errors)

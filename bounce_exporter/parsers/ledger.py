@@ -26,6 +26,10 @@ from bounce_exporter.parsers.syslog import StampReader
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+# recipients remembered per message at most (Postfix's smtpd_recipient_limit): a message that a
+# remote server defers for more is not allowed to grow the ledger without bound; the others are
+# counted with the evictions and logged once
+MAX_RECIPIENTS = 1000
 
 
 @dataclass(slots=True)
@@ -43,11 +47,12 @@ LedgerView = list[tuple[str, dict[str, Waiting]]]  # (message, its waiting recip
 class Ledger:
     """Messages in flight of one source, at most ``cap`` of them (oldest dropped first)."""
 
-    __slots__ = ("_messages",)
+    __slots__ = ("_cut_logged", "_messages")
 
     def __init__(self, cap: int, *, name: str = "", refresh: bool = False):
         self._messages: PendingMessages[str, dict[str, Waiting]] = PendingMessages(
             cap, name=name, refresh=refresh)
+        self._cut_logged = False
 
     @property
     def evicted(self) -> int:
@@ -67,12 +72,25 @@ class Ledger:
         if recipients is None:
             recipients = {}
         held = recipients.get(recipient)
+        if held is None and len(recipients) >= MAX_RECIPIENTS:
+            self._cut(message)
+            return
         if held is None:
             recipients[recipient] = Waiting(event.time, 1, event)
         else:
             held.attempts += 1
             held.last = event
         self._messages.remember(message, recipients)  # keeps its place (or refreshes it)
+
+    def _cut(self, message: str) -> None:
+        """A recipient over ``MAX_RECIPIENTS`` of one message: not remembered, counted."""
+        pending = self._messages
+        pending.evicted += 1
+        if not self._cut_logged:
+            self._cut_logged = True
+            log.warning("%s: message %s has more than %d recipients deferred; the others are not "
+                        "remembered (counted in bounce_exporter_pending_messages_evicted_total)",
+                        pending.name or "ledger", message, MAX_RECIPIENTS)
 
     def forget(self, message: str, recipient: str) -> DeliveryEvent | None:
         """``recipient`` is done (delivered, bounced, expired): its last deferral, if any."""
@@ -134,7 +152,10 @@ class Ledger:
             if loaded is None:
                 skipped += 1
                 continue
-            self._messages.remember(*loaded)
+            message, recipients = loaded
+            if len(recipients) > MAX_RECIPIENTS:  # not written so: a file edited by hand
+                recipients = dict(list(recipients.items())[:MAX_RECIPIENTS])
+            self._messages.remember(message, recipients)
         if skipped:
             log.warning("ledger %s: %d saved messages skipped (not readable)",
                         self._messages.name, skipped)
