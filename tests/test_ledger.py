@@ -134,6 +134,6 @@ def test_the_recipients_of_one_message_are_bounded_and_the_rest_counted(caplog):
     waiting = list(ledger.waiting())
     assert (len(waiting), ledger.evicted) == (1000, 5)
     assert waiting[0].attempts == 2 and waiting[0].last.time == 5000.0
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records] == [(
         "test: message Q1 has more than 1000 recipients deferred; the others are not remembered "
-        "(counted in bounce_exporter_pending_messages_evicted_total)"]
+        "(counted in bounce_exporter_pending_messages_evicted_total)")]
