@@ -84,7 +84,7 @@ class Exporter:
                            positions=lambda: self.pipeline.positions(),
                            parsers=lambda: self.pipeline.parser_states(),
                            in_flight=lambda: self.pipeline.in_flight(),
-                           category=self._category)
+                           category=self._category, provider=self._provider)
         self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
         self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
@@ -98,6 +98,10 @@ class Exporter:
         self.reload_requested = threading.Event()
         self.server = None
         self.wakeup = Wakeup(self._watched())
+
+    def _provider(self, event: DeliveryEvent) -> str:
+        """Who answered an event: the provider table's label (the status page names it)."""
+        return self.classifier.catalog.providers.of(event.relay, event.text, event.domain)
 
     @property
     def tracker(self) -> DeferralTracker:

@@ -252,3 +252,31 @@ def test_explain_names_the_provider_and_its_postmaster_page():
     assert (e.category, e.as_dict()["provider"]) == ("rate_limited", "google")
     e = explain("550 5.7.1 nope from mx.example.net", classifier)
     assert (e.relay, e.provider, e.postmaster) == (None, "other", None)
+
+
+def test_the_status_page_names_the_provider_that_answered(tmp_path):
+    """Issue 15: the status page's last hour says who answered each domain's latest deferral
+    (by its relay host), named as the catalog does, with its postmaster page."""
+    import time as clock
+
+    from bounce_exporter.app import Exporter
+
+    from .helpers import exporters, local_config
+
+    stamp = clock.strftime("%b %e %H:%M:%S")
+    log = tmp_path / "mail.log"
+    log.write_text(
+        f"{stamp} mx1 postfix/smtp[1]: 4ABC: to=<u@example.org>, relay=gmail-smtp-in.l.google.com"
+        "[142.250.1.27]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.7.28, status=deferred (host "
+        "gmail-smtp-in.l.google.com[142.250.1.27] said: 421-4.7.28 Our system has detected an "
+        "unusual rate of unsolicited mail. - gsmtp (in reply to end of DATA command))\n"
+        f"{stamp} mx1 postfix/smtp[2]: 5DEF: to=<v@small.example>, relay=mx.small.example"
+        "[192.0.2.9]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.3.1, status=deferred (host "
+        "mx.small.example[192.0.2.9] said: 431 4.3.1 disk full (in reply to RCPT TO command))\n")
+    with exporters() as start:
+        exporter: Exporter = start(local_config(tmp_path, log_files=[str(log)], from_start=True))
+        exporter.step()
+        recent = {entry.domain: entry.provider for entry in exporter.store.status().recent}
+        page = exporter.status_page()
+    assert recent == {"example.org": "google", "small.example": "other"}
+    assert "Google (Gmail, Google Workspace) (" in page and "support.google.com/a/answer/3726730" in page

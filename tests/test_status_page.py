@@ -106,12 +106,18 @@ def test_remote_text_is_escaped_everywhere(classifier):
 
 def test_the_last_hour_lists_the_top_domains_with_their_latest_reply(classifier):
     recent = [RecentDomain("busy.example", 12, NOW - 120, "421", "4.7.0", "rate_limited",
-                           "421 4.7.0 slow down"),
+                           "421 4.7.0 slow down", "google"),
               RecentDomain("dead.example", 3, NOW - 30, None, None, "network",
-                           "connect to x: Connection refused")]
-    text = page_text(render(classifier, recent=recent))
-    assert ("domain deferrals last reply reason last deferral last reply text busy.example 12 "
-            "421 4.7.0 rate_limited: ") in text
+                           "connect to x: Connection refused", "other")]
+    html = render(classifier, recent=recent)
+    text = page_text(html)
+    assert ("domain deferrals last reply reason answered by last deferral last reply text "
+            "busy.example 12 421 4.7.0 rate_limited: ") in text
+    # issue 15: the provider that answered, named, with its postmaster page; none of them: -
+    assert ("Google (Gmail, Google Workspace) ( postmaster page ) 2023-11-14 22:21:20 UTC "
+            "421 4.7.0 slow down") in text
+    assert '<a href="https://support.google.com/a/answer/3726730" rel="noreferrer">' in html
+    assert "Connection refused" in text and " - 2023-11-14 22:22:50 UTC connect to x" in text
     assert "2023-11-14 22:21:20 UTC 421 4.7.0 slow down dead.example 3 no reply code network: " \
         in text
 

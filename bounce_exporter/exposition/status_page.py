@@ -169,15 +169,26 @@ def _recent_section(recent: list[RecentDomain], classifier: Classifier, clock: f
         info = categories.get(entry.category)
         reason = escape(entry.category) + (f": {escape(info.description)}" if info else "")
         rows.append(f"<tr><td>{escape(entry.domain)}</td><td class=\"num\">{entry.deferrals}</td>"
-                    f"<td>{escape(reply)}</td><td>{reason}</td><td>{_when(entry.last)}</td>"
+                    f"<td>{escape(reply)}</td><td>{reason}</td>"
+                    f"<td>{_provider(entry.provider, classifier)}</td><td>{_when(entry.last)}</td>"
                     f'<td class="text">{_text(entry.text)}</td></tr>')
     return "\n".join([
         title,
         (f'<p class="muted">Deferrals per recipient domain in the hour before {_when(clock)} '
          "(log time), by one-minute steps; the latest reply of each.</p>"),
         ("<table><thead><tr><th>domain</th><th>deferrals</th><th>last reply</th>"
-         "<th>reason</th><th>last deferral</th><th>last reply text</th></tr></thead><tbody>"),
+         "<th>reason</th><th>answered by</th><th>last deferral</th><th>last reply text</th>"
+         "</tr></thead><tbody>"),
         *rows, "</tbody></table>"])
+
+
+def _provider(key: str, classifier: Classifier) -> str:
+    """The provider that answered, named, with its postmaster page; none of the table's: -."""
+    provider = classifier.catalog.providers.get(key) if key else None
+    if provider is None:
+        return '<span class="muted">-</span>'
+    return (f'{escape(provider.name)} (<a href="{escape(provider.postmaster)}" rel="noreferrer">'
+            "postmaster page</a>)")
 
 
 # -- sources --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ restarts: after one, the hour fills again from what is read.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bounce_exporter.classify.classifier import Classification
@@ -32,6 +33,7 @@ class RecentDomain:
     enhanced: str | None
     category: str
     text: str
+    provider: str = ""  # the provider table's label of who answered the latest ("other": none)
 
 
 @dataclass
@@ -43,13 +45,16 @@ class _Domain:
     enhanced: str | None
     category: str
     text: str
+    provider: str = ""
 
 
 class RecentDeferrals:
     """Deferrals per domain in the last hour, by log time."""
 
-    def __init__(self, *, window: float = WINDOW_SECONDS, max_domains: int = 1000):
+    def __init__(self, *, window: float = WINDOW_SECONDS, max_domains: int = 1000,
+                 provider: Callable[[DeliveryEvent], str] = lambda event: ""):
         self.window = window
+        self.provider = provider  # who answered an event (the provider table's label)
         self.max_domains = max_domains
         self.now = float("-inf")
         self._minute = -math.inf  # the minute of `now` at the last pruning
@@ -77,6 +82,7 @@ class RecentDeferrals:
         if when >= entry.last or entry.total == 1:
             entry.last, entry.code, entry.enhanced = when, event.code, event.enhanced
             entry.category, entry.text = classification.category, event.text
+            entry.provider = self.provider(event)
 
     def advance(self, now: float) -> None:
         """Move the clock to wall-clock ``now`` and forget what left the window."""
@@ -85,8 +91,8 @@ class RecentDeferrals:
     def top(self, n: int = 10) -> list[RecentDomain]:
         """The ``n`` domains with the most deferrals in the window, most first (then by name)."""
         ranked = sorted(self._domains.items(), key=lambda item: (-item[1].total, item[0]))
-        return [RecentDomain(domain, e.total, e.last, e.code, e.enhanced, e.category, e.text)
-                for domain, e in ranked[:n]]
+        return [RecentDomain(domain, e.total, e.last, e.code, e.enhanced, e.category, e.text,
+                             e.provider) for domain, e in ranked[:n]]
 
     def domains(self) -> int:
         return len(self._domains)

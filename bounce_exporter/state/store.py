@@ -67,7 +67,8 @@ class Store:
     def __init__(self, state: MetricState, tracker: DeferralTracker,
                  positions: Callable[[], dict] = dict, parsers: Callable[[], dict] = dict,
                  in_flight: Callable[[], list[LedgerView]] = list,
-                 category: Category = lambda event: "other"):
+                 category: Category = lambda event: "other",
+                 provider: Callable[[DeliveryEvent], str] = lambda event: ""):
         self.state = state
         self.tracker = tracker
         self.positions = positions  # each source's counted position (called under the lock)
@@ -76,7 +77,7 @@ class Store:
         self.category = category  # the category of a waiting recipient's last reply
         self.lock: threading.Lock = state.lock
         self._seq = 0
-        self.recent = RecentDeferrals()  # the status page's last hour, not saved
+        self.recent = RecentDeferrals(provider=provider)  # the status page's last hour, not saved
 
     def observe(self, event: DeliveryEvent, classification: Classification) -> None:
         """The pipeline's observer (called under the lock): the current tracker's."""
