@@ -3,6 +3,7 @@
     python -m bench.flood                       # 1,000,000 domains, figures every 100,000
     python -m bench.flood --domains 200000 --step 50000
     python -m bench.flood --trace               # and where the memory is, per module (slower)
+    python -m bench.flood --max-pending 20000   # a smaller ledger (limits.max_pending_messages)
 
 An ``Exporter`` (default configuration: 500 domain labels, the deferral tracker's 10,000 streaks)
 follows a log file in a temporary folder; the flood is appended in steps, each followed by one
@@ -94,12 +95,18 @@ def held_per_module(top: int = 12) -> None:
         print(f"  {size / 2**20:7.1f} MiB  {module}")
 
 
-def run(domains: int, step: int, folder: str, trace: bool = False) -> None:
+def run(domains: int, step: int, folder: str, trace: bool = False,
+        max_pending: int | None = None) -> None:
     log = os.path.join(folder, "mail.log")
     state_file = os.path.join(folder, "state.json")
     open(log, "w").close()
-    config = load_config(None, {"log_files": [log], "listen_address": "127.0.0.1:0",
-                                "state_file": state_file})
+    config_file = None
+    if max_pending is not None:
+        config_file = os.path.join(folder, "config.yml")
+        with open(config_file, "w") as handle:
+            handle.write(f"limits: {{max_pending_messages: {max_pending}}}\n")
+    config = load_config(config_file, {"log_files": [log], "listen_address": "127.0.0.1:0",
+                                       "state_file": state_file})
     exporter = Exporter(config, registry=CollectorRegistry())
     exporter.start()
     rss0, _ = memory()
@@ -147,13 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domains", type=int, default=1_000_000)
     parser.add_argument("--step", type=int, default=100_000)
+    parser.add_argument("--max-pending", type=int, default=None, metavar="N",
+                        help="limits.max_pending_messages (default: the exporter's, 100,000)")
     parser.add_argument("--trace", action="store_true",
                         help="print the memory held at the end per module (tracemalloc; slower)")
     args = parser.parse_args(argv)
     if args.trace:
         tracemalloc.start()
     with tempfile.TemporaryDirectory(prefix="bounce-flood-") as folder:
-        run(args.domains, args.step, folder, args.trace)
+        run(args.domains, args.step, folder, args.trace, args.max_pending)
     return 0
 
 

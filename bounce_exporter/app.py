@@ -55,7 +55,7 @@ from bounce_exporter.state.store import Snapshot, Store
 log = logging.getLogger(__name__)
 
 RESTART_ONLY = ("listen_address", "telemetry_path", "state_file", "domain_allowlist",
-                "web_config_file")
+                "web_config_file", "max_pending_messages")
 
 
 def _reference_time(path: str) -> float | None:
@@ -126,22 +126,24 @@ class Exporter:
 
     def _add_source(self, source: SourceConfig) -> Feed:
         path, limit = source.path, self.config.max_line_bytes
+        pending = self.config.max_pending_messages  # the ledger's cap (at a restart only)
         reader: Source
         if source.journal is not None:
             j = source.journal
             reader = JournalSource(j.units, j.identifier, namespace=j.namespace,
                                    directory=j.directory, from_start=self.config.from_start,
                                    max_line_bytes=limit, on_data=self._wake)
-            return self.pipeline.add(reader, make_parser(source.format, None))
+            return self.pipeline.add(reader, make_parser(source.format, None, max_pending=pending))
         if is_stdin(path):
             reader = StdinSource(name=path, max_line_bytes=limit, on_data=self._wake)
-            return self.pipeline.add(reader, make_parser(source.format, None))
+            return self.pipeline.add(reader, make_parser(source.format, None, max_pending=pending))
         if source.catch_up_of is not None:
             reader = CatchUpSource(path, max_line_bytes=limit, live_path=source.catch_up_of or None)
-            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path)))
+            return self.pipeline.add(reader, make_parser(source.format, _reference_time(path),
+                                                         max_pending=pending))
         return self.pipeline.add(
             FileSource(path, from_start=self.config.from_start, max_line_bytes=limit),
-            make_parser(source.format, _reference_time(path)),
+            make_parser(source.format, _reference_time(path), max_pending=pending),
         )
 
     def _saved_positions(self) -> dict:
@@ -308,14 +310,14 @@ class Exporter:
 def _keep_restart_only(config: Config, old: Config) -> Config:
     """``config``, given the running values of the settings that take effect at a restart only."""
     new = (config.listen_address, config.telemetry_path, config.state_file,
-           config.domain_allowlist, config.web_config_file)
+           config.domain_allowlist, config.web_config_file, config.max_pending_messages)
     running = (old.listen_address, old.telemetry_path, old.state_file, old.domain_allowlist,
-               old.web_config_file)
+               old.web_config_file, old.max_pending_messages)
     for key, now, before in zip(RESTART_ONLY, new, running):
         if now != before:
             log.warning("reload: %s changed; it takes effect at the next restart", key)
     (config.listen_address, config.telemetry_path, config.state_file, config.domain_allowlist,
-     config.web_config_file) = running
+     config.web_config_file, config.max_pending_messages) = running
     return config
 
 

@@ -17,6 +17,7 @@ Every problem found is collected and reported together (``ConfigError``), each n
     limits:
       max_domains: 500             # distinct domain label values; later domains count as "other"
       max_series: 10000            # bounce_failures_total series; later label sets: overflow series
+      max_pending_messages: 100000 # messages in flight each source's ledger keeps (the oldest go)
       domain_allowlist: []         # domains that always get their own series
       max_line_bytes: 65536        # longer lines are skipped and counted
     state_file: /var/lib/bounce-exporter/state.json   # default: default_state_file()
@@ -42,6 +43,7 @@ from bounce_exporter.errors import ConfigError
 from bounce_exporter.exposition.http import parse_listen_address
 from bounce_exporter.exposition.webconfig import load_web_config
 from bounce_exporter.parsers import PARSERS
+from bounce_exporter.parsers.ledger import MAX_MESSAGES
 from bounce_exporter.sources.rotation import is_rotated_name
 from bounce_exporter.state.counters import DEFAULT_MAX_SERIES
 from bounce_exporter.state.rules import parse_rules
@@ -59,7 +61,8 @@ MIN_POLL_INTERVAL = 0.05  # seconds
 TOP_KEYS = {"sources", "from_start", "poll_interval", "web", "limits", "state_file",
             "persistent_deferrals", "classification", "log_level"}
 WEB_KEYS = {"listen_address", "telemetry_path", "config_file"}
-LIMIT_KEYS = {"max_domains", "max_series", "domain_allowlist", "max_line_bytes"}
+LIMIT_KEYS = {"max_domains", "max_series", "max_pending_messages", "domain_allowlist",
+              "max_line_bytes"}
 SOURCE_KEYS = {"path", "format", "journal"}
 JOURNAL_KEYS = {"unit", "identifier", "namespace", "directory"}
 CLASSIFICATION_KEYS = {"text_rules"}
@@ -95,6 +98,7 @@ class Config:
     log_level: str = "info"
     max_domains: int = 500
     max_series: int = DEFAULT_MAX_SERIES  # bounce_failures_total series with their own labels
+    max_pending_messages: int = MAX_MESSAGES  # each source's ledger: messages in flight
     domain_allowlist: tuple[str, ...] = ()
     max_line_bytes: int = 65536
     state_file: str = DEFAULT_STATE_FILE
@@ -273,6 +277,9 @@ def _apply_file(config: Config, raw: dict, where: str, problems: list[str]) -> N
         config.max_domains = _int(limits["max_domains"], f"{where}: limits.max_domains", problems)
     if "max_series" in limits:
         config.max_series = _int(limits["max_series"], f"{where}: limits.max_series", problems)
+    if "max_pending_messages" in limits:
+        config.max_pending_messages = _int(limits["max_pending_messages"],
+                                           f"{where}: limits.max_pending_messages", problems, 1)
     if "max_line_bytes" in limits:
         config.max_line_bytes = _int(limits["max_line_bytes"], f"{where}: limits.max_line_bytes",
                                      problems, minimum=256)

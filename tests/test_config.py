@@ -35,6 +35,7 @@ def test_file_then_flags(tmp_path):
     assert config.listen_address == "127.0.0.1:1"
     assert (config.max_domains, config.domain_allowlist) == (20, ("gmail.com",))
     assert config.max_series == 300
+    assert config.max_pending_messages == 100_000  # the ledger's default
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
@@ -56,7 +57,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         "bad.yml: from_start: must be true or false, not 'yes please'",
         "bad.yml: poll_interval: not a duration: 'soon' (use a number with s, m, h or d, e.g. 30m)",
         ("bad.yml: limits.extra: unknown key (known: domain_allowlist, max_domains, max_line_bytes, "
-         "max_series)"),
+         "max_pending_messages, max_series)"),
         "bad.yml: limits.max_domains: must be a whole number of at least 0, not -1",
         "bad.yml: limits.max_series: must be a whole number of at least 0, not 'many'",
         "bad.yml: limits.max_line_bytes: must be a whole number of at least 256, not 10",

@@ -161,3 +161,27 @@ def test_opensmtpd_counts_its_evictions_and_a_new_deferral_refreshes_an_envelope
 
 def test_exchange_remembers_nothing():
     assert ExchangeParser().pending_evictions == 0
+
+
+def test_the_ledger_cap_is_configured_by_limits_max_pending_messages(tmp_path):
+    """Issue 18's flood: the ledger is most of the memory (about 1 KiB a message) and of the state
+    file; ``limits.max_pending_messages`` sets its cap for every source's parser (auto's chosen
+    one too). The oldest messages go first, counted in the evictions."""
+    from .helpers import exporters, local_config
+
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"".join(
+        f"Nov 28 12:22:{i % 60:02d} mx1 postfix/smtp[1]: Q{i:05d}: to=<u{i}@full.example>, "
+        "relay=full.example[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=4.3.1, "
+        "status=deferred (host full.example[192.0.2.1] said: 431 4.3.1 full (in reply to RCPT "
+        "TO command))\n".encode() for i in range(30)))
+    config = tmp_path / "config.yml"
+    config.write_text("limits: {max_pending_messages: 20}\n")
+    with exporters() as start:
+        exporter = start(local_config(tmp_path, str(config), log_files=[str(log)],
+                                      from_start=True))
+        exporter.step()
+        [waiting] = exporter.pipeline.in_flight()
+        stats = exporter.state.sources[str(log)]
+    assert [message for message, _ in waiting] == [f"Q{i:05d}" for i in range(10, 30)]
+    assert stats.pending_evicted == 10

@@ -161,54 +161,59 @@ def capabilities(parser: Parser) -> Capabilities:
     )
 
 
-def _postfix(reference: float | None) -> Parser:
+def _postfix(reference: float | None, max_pending: int) -> Parser:
     from bounce_exporter.parsers.accel import scanner
     from bounce_exporter.parsers.postfix import PostfixParser
 
     compiled = scanner()  # the compiled block scan, unless absent or turned off (parsers.accel)
     if compiled is None:
-        return PostfixParser(reference=reference)
+        return PostfixParser(reference=reference, max_pending=max_pending)
     from bounce_exporter.parsers.postfix_fast import FastPostfixParser
 
-    return FastPostfixParser(reference=reference, scanner=compiled)
+    return FastPostfixParser(reference=reference, max_pending=max_pending, scanner=compiled)
 
 
-def _exim(reference: float | None) -> Parser:
+def _exim(reference: float | None, max_pending: int) -> Parser:
     from bounce_exporter.parsers.exim import EximParser
 
-    return EximParser(reference=reference)
+    return EximParser(reference=reference, max_pending=max_pending)
 
 
-def _sendmail(reference: float | None) -> Parser:
+def _sendmail(reference: float | None, max_pending: int) -> Parser:
     from bounce_exporter.parsers.sendmail import SendmailParser
 
-    return SendmailParser(reference=reference)
+    return SendmailParser(reference=reference, max_pending=max_pending)
 
 
-def _opensmtpd(reference: float | None) -> Parser:
+def _opensmtpd(reference: float | None, max_pending: int) -> Parser:
     from bounce_exporter.parsers.opensmtpd import OpenSMTPDParser
 
-    return OpenSMTPDParser(reference=reference)
+    return OpenSMTPDParser(reference=reference, max_pending=max_pending)
 
 
-def _exchange(reference: float | None) -> Parser:
+def _exchange(reference: float | None, max_pending: int) -> Parser:  # keeps no ledger
     from bounce_exporter.parsers.exchange import ExchangeParser
 
     return ExchangeParser(reference=reference)
 
 
-def _auto(reference: float | None) -> Parser:
+def _auto(reference: float | None, max_pending: int) -> Parser:
     from bounce_exporter.parsers.auto import AutoParser
 
-    return AutoParser(reference=reference)
+    return AutoParser(reference=reference, max_pending=max_pending)
 
 
-PARSERS: dict[str, Callable[[float | None], Parser]] = {
+# each called with (reference, max_pending): the year's anchor, the ledger's cap
+PARSERS: dict[str, Callable[[float | None, int], Parser]] = {
     "postfix": _postfix, "exim": _exim, "sendmail": _sendmail, "opensmtpd": _opensmtpd,
     "exchange": _exchange, "auto": _auto,
 }
 
 
-def make_parser(name: str, reference: float | None = None) -> Parser:
-    """A fresh parser for one source; ``reference`` anchors the year of stamps that lack one."""
-    return PARSERS[name](reference)
+def make_parser(name: str, reference: float | None = None, *,
+                max_pending: int | None = None) -> Parser:
+    """A fresh parser for one source; ``reference`` anchors the year of stamps that lack one,
+    ``max_pending`` caps its ledger of messages in flight (default ``ledger.MAX_MESSAGES``)."""
+    from bounce_exporter.parsers.ledger import MAX_MESSAGES
+
+    return PARSERS[name](reference, MAX_MESSAGES if max_pending is None else max_pending)

@@ -87,8 +87,9 @@ def sniff(raw: bytes) -> str | None:
 class AutoParser(ParserBase):
     """Delegates to the parser of the first recognised format; ``()`` until then."""
 
-    def __init__(self, reference: float | None = None):
+    def __init__(self, reference: float | None = None, *, max_pending: int | None = None):
         self._reference = reference
+        self._max_pending = max_pending  # the chosen parser's ledger cap
         self.format: str | None = None
         self.delegate: Parser | None = None
         self._caps: Capabilities | None = None  # the delegate's
@@ -156,7 +157,8 @@ class AutoParser(ParserBase):
 
     def _choose(self, found: str) -> Parser:
         self.format = found
-        delegate = self.delegate = make_parser(found, self._reference)
+        delegate = self.delegate = make_parser(found, self._reference,
+                                               max_pending=self._max_pending)
         self._caps = capabilities(delegate)
         return delegate
 

@@ -38,13 +38,13 @@ from datetime import datetime, timedelta, timezone
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger, LedgerParser
+from bounce_exporter.parsers.ledger import MAX_MESSAGES, Ledger, LedgerParser
 from bounce_exporter.parsers.relay import relay_host
 from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "exim"
-MAX_PENDING_MESSAGES = 100_000
+MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 RETRY_ERRNOS = frozenset({-52, -53, -54})  # ERRNO_RRETRY, ERRNO_LRETRY, ERRNO_HRETRY
 
 _STAMP = re.compile(

@@ -26,6 +26,7 @@ from bounce_exporter.parsers.syslog import StampReader
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+MAX_MESSAGES = 100_000  # messages in flight per source by default (limits.max_pending_messages)
 # recipients remembered per message at most (Postfix's smtpd_recipient_limit): a message that a
 # remote server defers for more is not allowed to grow the ledger without bound; the others are
 # counted with the evictions and logged once

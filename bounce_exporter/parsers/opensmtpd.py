@@ -39,14 +39,14 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger, LedgerParser, event_from_state, event_to_state
+from bounce_exporter.parsers.ledger import MAX_MESSAGES, Ledger, LedgerParser, event_from_state, event_to_state
 from bounce_exporter.parsers.relay import opensmtpd_relay, sendmail_relay
 from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "opensmtpd"
 NO_SESSION = "0000000000000000"
-MAX_PENDING_ENVELOPES = 100_000
+MAX_PENDING_ENVELOPES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 MAX_SESSIONS = 10_000
 STATUS_OF = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced",
              "Expire": "expired", "Expired": "expired"}

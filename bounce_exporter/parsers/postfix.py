@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger, LedgerParser
+from bounce_exporter.parsers.ledger import MAX_MESSAGES, Ledger, LedgerParser
 from bounce_exporter.parsers.relay import find_relay_in_line, postfix_relay
 from bounce_exporter.parsers.reply import DSN_FIELD, REPLY, find_reply
 from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
@@ -34,7 +34,7 @@ from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 MTA = "postfix"
 DELIVERY_AGENTS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard"})
 STATUS_OF = {"sent": "sent", "deferred": "deferred", "SOFTBOUNCE": "deferred", "bounced": "bounced"}
-MAX_PENDING_MESSAGES = 100_000
+MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 
 _ADDRESS = r"(?:<(?P<{0}>[^>]*)>|(?P<{0}_bare>[^\s,]*))"
 # The reply where ``find_reply`` finds it in Postfix's usual texts: at the start ("250 2.0.0 Ok"),

@@ -30,13 +30,13 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import Ledger, LedgerParser
+from bounce_exporter.parsers.ledger import MAX_MESSAGES, Ledger, LedgerParser
 from bounce_exporter.parsers.relay import sendmail_relay
 from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "sendmail"
-MAX_PENDING_MESSAGES = 100_000
+MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 MAX_EXPIRED_REMEMBERED = 10_000
 
 _DELIVERY = re.compile(r"(?P<qid>[^\s:]+): to=(?P<to>.*?)(?:, [a-z]+=|$)", re.DOTALL)
