@@ -39,7 +39,13 @@ from collections.abc import Sequence
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import LineNotUnderstood
 from bounce_exporter.parsers.domains import domain_of
-from bounce_exporter.parsers.ledger import MAX_MESSAGES, Ledger, LedgerParser, event_from_state, event_to_state
+from bounce_exporter.parsers.ledger import (
+    MAX_MESSAGES,
+    Ledger,
+    LedgerParser,
+    event_from_state,
+    event_to_state,
+)
 from bounce_exporter.parsers.relay import opensmtpd_relay, sendmail_relay
 from bounce_exporter.parsers.reply import reply_at, reply_at_or_after
 from bounce_exporter.parsers.syslog import StampReader, parse_header
