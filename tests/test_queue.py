@@ -11,9 +11,11 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 
 from bounce_exporter.config import load_config
+from bounce_exporter.errors import ConfigError
 from bounce_exporter.sources.postqueue import (
     QueuedMessage,
     QueuedRecipient,
@@ -184,8 +186,8 @@ def test_a_command_not_found_turns_the_view_off_logged_once_at_info(tmp_path, ca
         for _ in range(3):
             assert queue_samples(exporter) == {}  # no queue families at all
     told = [(r.levelno, r.getMessage()) for r in caplog.records if "queue" in r.getMessage()]
-    assert told == [(logging.INFO, "queue view off: no-such-postqueue not found (no Postfix "
-                                   "here?)")]
+    assert told == [(logging.INFO,
+                     "queue view off: no-such-postqueue not found (no Postfix here?)")]
 
 
 def test_queue_settings_from_the_file_and_the_flags(tmp_path):
@@ -202,16 +204,13 @@ def test_queue_settings_from_the_file_and_the_flags(tmp_path):
     assert load_config(None, {}).queue_interval == 30.0
     assert load_config(None, {"queue_command": ""}).queue_command == ()
     path.write_text("queue:\n  command: 3\n  interval: soon\n  every: 1s\n")
-    try:
+    with pytest.raises(ConfigError) as err:
         load_config(str(path), {})
-    except Exception as err:  # noqa: BLE001 - ConfigError, whose problems are the point
-        assert err.problems == [  # type: ignore[attr-defined]
-            "config.yml: queue.every: unknown key (known: command, interval)",
-            "config.yml: queue.command: must be a list of words such as [postqueue, -j]",
-            "config.yml: queue.interval: not a duration: 'soon' (use a number with s, m, h or d, "
-            "e.g. 30m)"]
-    else:
-        raise AssertionError("bad queue settings accepted")
+    assert err.value.problems == [
+        "config.yml: queue.every: unknown key (known: command, interval)",
+        "config.yml: queue.command: must be a list of words such as [postqueue, -j]",
+        ("config.yml: queue.interval: not a duration: 'soon' (use a number with s, m, h or d, "
+         "e.g. 30m)")]
 
 
 def test_a_reload_applies_a_new_queue_command(tmp_path):
