@@ -46,6 +46,7 @@ from bounce_exporter.sources.catchup import CatchUpSource
 from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.journal import JournalCursor, JournalSource
 from bounce_exporter.sources.position import Position
+from bounce_exporter.sources.postqueue import QueueReader
 from bounce_exporter.sources.stdin import StdinSource, is_stdin
 from bounce_exporter.sources.wakeup import Wakeup
 from bounce_exporter.state.counters import DomainLabels, MetricState
@@ -80,11 +81,13 @@ class Exporter:
         self.classifier = Classifier.load(extra_text_rules=config.text_rules)
         self.state = MetricState(DomainLabels(config.max_domains, config.domain_allowlist),
                                  max_series=config.max_series)
+        self.queue = QueueReader(config.queue_command, config.queue_interval)  # run at scrapes
         self.store = Store(self.state, DeferralTracker(config.deferral_rules),
                            positions=lambda: self.pipeline.positions(),
                            parsers=lambda: self.pipeline.parser_states(),
                            in_flight=lambda: self.pipeline.in_flight(),
-                           category=self._category, provider=self._provider)
+                           category=self._category, provider=self._provider,
+                           queue=self.queue.reading)
         self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
         self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
@@ -114,7 +117,8 @@ class Exporter:
 
     def take_scrape(self) -> Snapshot:
         """A scrape's snapshot, recorded and written by the keeper before anything of it is
-        exposed (see persistence.keeper)."""
+        exposed (see persistence.keeper); the queue command first, outside every lock."""
+        self.queue.refresh()
         return self.keeper.scrape()
 
     def _watched(self) -> list[str]:
@@ -288,6 +292,7 @@ class Exporter:
         self._apply_sources(config)
         self.store.apply(config.max_domains, config.deferral_rules, config.max_series)
         self.pipeline.apply(classifier, config.max_line_bytes)
+        self.queue.apply(config.queue_command, config.queue_interval)
         self.classifier = classifier
         self.wakeup.stop()
         self.wakeup = Wakeup(self._watched())

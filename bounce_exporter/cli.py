@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="state kept across restarts (default: $STATE_DIRECTORY/state.json "
                             f"under systemd, else {DEFAULT_STATE_FILE} where writable, else "
                             "bounce-exporter/state.json in $XDG_STATE_HOME or ~/.local/state)")
+    serve.add_argument("--queue.command", dest="queue_command", metavar="COMMAND",
+                       help="command printing the Postfix queue as JSON, run at scrape time "
+                            "(default: postqueue -j; '' turns the queue view off; e.g. "
+                            "'postqueue -c /etc/postfix-out -j')")
+    serve.add_argument("--queue.interval", dest="queue_interval", metavar="DURATION",
+                       help="run the queue command at most this often (default: 30s)")
     _common(serve)
     _one_shot_commands(commands)
     return parser

@@ -24,6 +24,9 @@ Every problem found is collected and reported together (``ConfigError``), each n
     persistent_deferrals: [...]    # see bounce_exporter.state.deferrals
     classification:
       text_rules: [...]            # extra rules, checked before the packaged catalog's
+    queue:                         # the Postfix queue view (bounce_exporter.sources.postqueue)
+      command: [postqueue, -j]     # [] turns it off; not found: off
+      interval: 30s                # at most one run per interval (scrapes get the cached one)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import dataclasses
 import glob
 import os
 import re
+import shlex
 import shutil
 import stat
 from collections.abc import Mapping
@@ -44,6 +48,7 @@ from bounce_exporter.exposition.http import parse_listen_address
 from bounce_exporter.exposition.webconfig import load_web_config
 from bounce_exporter.parsers import PARSERS
 from bounce_exporter.parsers.ledger import MAX_MESSAGES
+from bounce_exporter.sources.postqueue import DEFAULT_COMMAND, DEFAULT_INTERVAL
 from bounce_exporter.sources.rotation import is_rotated_name
 from bounce_exporter.state.counters import DEFAULT_MAX_SERIES
 from bounce_exporter.state.rules import parse_rules
@@ -59,13 +64,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_POLL_INTERVAL = 0.05  # seconds
 
 TOP_KEYS = {"sources", "from_start", "poll_interval", "web", "limits", "state_file",
-            "persistent_deferrals", "classification", "log_level"}
+            "persistent_deferrals", "classification", "log_level", "queue"}
 WEB_KEYS = {"listen_address", "telemetry_path", "config_file"}
 LIMIT_KEYS = {"max_domains", "max_series", "max_pending_messages", "domain_allowlist",
               "max_line_bytes"}
 SOURCE_KEYS = {"path", "format", "journal"}
 JOURNAL_KEYS = {"unit", "identifier", "namespace", "directory"}
 CLASSIFICATION_KEYS = {"text_rules"}
+QUEUE_KEYS = {"command", "interval"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ class Config:
     deferral_rules: list = field(default_factory=list)  # the same, checked (DeferralRule)
     text_rules: list = field(default_factory=list)  # raw rules; checked by the classifier
     sources_chosen: str | None = None  # how the default sources were chosen (logged at start)
+    queue_command: tuple[str, ...] = DEFAULT_COMMAND  # postqueue -j; () turns the view off
+    queue_interval: float = DEFAULT_INTERVAL  # seconds between two runs of it
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> Config:
@@ -298,6 +306,30 @@ def _apply_file(config: Config, raw: dict, where: str, problems: list[str]) -> N
         problems.append(f"{where}: classification.text_rules: must be a list of rules")
     else:
         config.text_rules = rules
+    _queue(config, _section(raw, "queue", QUEUE_KEYS, where, problems), where, problems)
+
+
+def _queue(config: Config, queue: dict, where: str, problems: list[str]) -> None:
+    if "command" in queue:
+        config.queue_command = _command(queue["command"], f"{where}: queue.command", problems)
+    if "interval" in queue:
+        config.queue_interval = _duration(queue["interval"], f"{where}: queue.interval", problems)
+
+
+def _command(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    """A command as a list of words, or a string split as a shell would; empty or null: none."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
+            return ()
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        problems.append(f"{where}: must be a list of words such as [postqueue, -j]")
+        return ()
+    return tuple(value)
 
 
 def _sources(value: Any, where: str, problems: list[str]) -> list[SourceConfig]:
@@ -385,6 +417,10 @@ def _apply_overrides(config: Config, overrides: dict[str, Any], problems: list[s
             config.log_format = value
         elif key == "poll_interval":
             config.poll_interval = _poll_interval(value, "--log.poll-interval", problems)
+        elif key == "queue_command":
+            config.queue_command = _command(value, "--queue.command", problems)
+        elif key == "queue_interval":
+            config.queue_interval = _duration(value, "--queue.interval", problems)
         else:
             setattr(config, key, value)
 

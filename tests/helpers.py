@@ -21,8 +21,9 @@ T = TypeVar("T")
 
 def local_config(state_dir: Path, config_file: str | None = None, **settings) -> Config:
     """A configuration (the file's, if given, then ``settings``) that listens on a free loopback
-    port and keeps its state file in ``state_dir``."""
-    return load_config(config_file, {"listen_address": "127.0.0.1:0",
+    port and keeps its state file in ``state_dir``; the queue view off (the host's own Postfix
+    is no test's business) unless ``queue_command`` is given."""
+    return load_config(config_file, {"listen_address": "127.0.0.1:0", "queue_command": "",
                                      "state_file": str(state_dir / "state.json"), **settings})
 
 

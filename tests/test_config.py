@@ -52,7 +52,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         load_config(str(path), {"log_level": "loud"})
     assert err.value.problems == [
         "bad.yml: sourcez: unknown key (known: classification, from_start, limits, log_level, "
-        "persistent_deferrals, poll_interval, sources, state_file, web)",
+        "persistent_deferrals, poll_interval, queue, sources, state_file, web)",
         "bad.yml: sources[0].colour: unknown key (known: format, path)",
         "bad.yml: from_start: must be true or false, not 'yes please'",
         "bad.yml: poll_interval: not a duration: 'soon' (use a number with s, m, h or d, e.g. 30m)",

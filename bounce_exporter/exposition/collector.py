@@ -25,6 +25,7 @@ from bounce_exporter.state.counters import (
     SourceStats,
 )
 from bounce_exporter.state.deferrals import DeferralTracker
+from bounce_exporter.state.queue import QueueTotals
 from bounce_exporter.state.store import DeferralView, Snapshot, Store
 from bounce_exporter.state.waiting import WaitingTotals
 
@@ -91,6 +92,7 @@ def snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from counter_families(snapshot.counters)
     yield from deferral_view_families(snapshot.deferrals)
     yield from waiting_families(snapshot.waiting)
+    yield from queue_families(snapshot.queue)
 
 
 def waiting_families(waiting: WaitingTotals) -> Iterator[Metric]:
@@ -100,6 +102,21 @@ def waiting_families(waiting: WaitingTotals) -> Iterator[Metric]:
                  waiting.recipients)
     yield _gauge("bounce_waiting_oldest_timestamp_seconds", "First deferral (log time) of the "
                  "recipient waiting longest, per recipient domain.", ["domain"], waiting.oldest)
+
+
+def queue_families(queue: QueueTotals) -> Iterator[Metric]:
+    """The Postfix queue view (postqueue -j); nothing while it is off (no Postfix here)."""
+    if queue.up is None:
+        return
+    yield _gauge("bounce_queue_recipients", "Recipients in the Postfix queue (postqueue -j, "
+                 "cached for queue.interval), per queue, recipient domain and category of the "
+                 "recipient's delay reason.", ["queue", "domain", "category"], queue.recipients)
+    yield _gauge("bounce_queue_oldest_timestamp_seconds", "Arrival time of the oldest message "
+                 "in the Postfix queue, per queue and recipient domain.", ["queue", "domain"],
+                 queue.oldest)
+    yield _gauge("bounce_exporter_queue_up", "1 if the last run of the queue command "
+                 "(queue.command) succeeded, 0 if it failed (exit status, timeout, bad output).",
+                 [], {(): 1 if queue.up else 0})
 
 
 def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:

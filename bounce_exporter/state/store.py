@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers.ledger import LedgerView
+from bounce_exporter.sources.postqueue import OFF, QueueReading
 from bounce_exporter.state.counters import CounterSnapshot, MetricState, SourceStats
 from bounce_exporter.state.deferrals import DeferralRule, DeferralTracker, Streak
+from bounce_exporter.state.queue import QueueTotals, queue_totals
 from bounce_exporter.state.recent import RecentDeferrals, RecentDomain
 from bounce_exporter.state.waiting import Category, WaitingTotals, waiting_api, waiting_totals
 
@@ -47,6 +49,7 @@ class Snapshot:
     deferrals: DeferralView
     saved: Saved
     waiting: WaitingTotals = field(default_factory=lambda: WaitingTotals({}, {}))
+    queue: QueueTotals = field(default_factory=QueueTotals)  # the Postfix queue view
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,15 @@ class Store:
                  positions: Callable[[], dict] = dict, parsers: Callable[[], dict] = dict,
                  in_flight: Callable[[], list[LedgerView]] = list,
                  category: Category = lambda event: "other",
-                 provider: Callable[[DeliveryEvent], str] = lambda event: ""):
+                 provider: Callable[[DeliveryEvent], str] = lambda event: "",
+                 queue: Callable[[], QueueReading] = lambda: OFF):
         self.state = state
         self.tracker = tracker
         self.positions = positions  # each source's counted position (called under the lock)
         self.parsers = parsers  # each source's parser state as of that position (under the lock)
         self.in_flight = in_flight  # each source's ledger view (under the lock)
         self.category = category  # the category of a waiting recipient's last reply
+        self.queue = queue  # the queue command's cached reading (never runs it)
         self.lock: threading.Lock = state.lock
         self._seq = 0
         self.recent = RecentDeferrals(provider=provider)  # the status page's last hour, not saved
@@ -91,14 +96,16 @@ class Store:
                                  "positions": self.positions(), "parsers": self.parsers()})
 
     def snapshot(self) -> Snapshot:
-        """Counters, tracker and counted positions, consistent with each other."""
+        """Counters, tracker and counted positions, consistent with each other; the queue
+        view of the reading at hand."""
+        reading = self.queue()
         with self.lock:
             tracker = self.tracker
-            waiting = waiting_totals(self.in_flight(), self.state.domains.view_label,
-                                     self.category)
+            label = self.state.domains.view_label
+            waiting = waiting_totals(self.in_flight(), label, self.category)
             return Snapshot(self.state.snapshot(),
                             DeferralView(tracker.active(), tracker.tracking(), tracker.evicted),
-                            self.saved(), waiting)
+                            self.saved(), waiting, queue_totals(reading, label, self.category))
 
     def waiting_view(self) -> list[dict]:
         """/api/v1/waiting: the waiting messages per domain, with their last reply."""

@@ -128,6 +128,13 @@ class _Handler:
         with self._changed:
             return self._changed.wait_for(lambda: self._count > count, timeout=timeout)
 
+    def answer(self, domain: str, spec: Reply) -> None:
+        """From now on, answer ``spec`` (as in a scenario) to the domain's RCPT attempts."""
+        specs = [spec] if isinstance(spec, str) else list(spec)
+        with self._lock:
+            self._plans[domain.lower()] = [parse_reply(s) for s in specs]
+            self._attempts[domain.lower()] = 0
+
     # -- aiosmtpd hooks ----------------------------------------------------------------------
     def _next_plan(self, domain: str) -> _Plan:
         with self._lock:
@@ -219,6 +226,10 @@ class FakeSMTPServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def answer(self, domain: str, spec: Reply) -> None:
+        """Change a domain's answers while running (say 250 where it said 431 until now)."""
+        self._handler.answer(domain, spec)
 
     # -- what happened -----------------------------------------------------------------------
     def record(self) -> dict[str, list[Answer]]:

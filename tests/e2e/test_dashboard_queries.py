@@ -4,7 +4,9 @@ dashboard is a test case, run through a real Prometheus that scrapes a real expo
 1. The demo log: `deploy/demo/recent-log.py config/sample/postfix.log` (a 3-minute run of a real
    Postfix, stamps moved to now), read by `serve --config.file deploy/demo/demo.yml
    --log.from-start`. It is written in two parts, with scrapes in between, so that rates are not
-   all zero; one over-long line gives "lines not understood" something to show.
+   all zero; one over-long line gives "lines not understood" something to show. The Postfix
+   queue panels read a fake `postqueue -j` (tests/fake_postqueue.py) holding two deferred
+   messages for disk-full.example.
 2. Prometheus runs with the shipped deploy/prometheus/prometheus.yml's job (its target replaced
    by the test exporter's address) and its rule files (alerts.yml, recording.yml).
 3. BouncePersistentDeferral431 fires for disk-full.example (the README's promise).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -88,6 +91,19 @@ def demo_log() -> list[str]:
     return result.stdout.splitlines()
 
 
+def fake_queue(folder: Path) -> str:
+    """The --queue.command of a fake postqueue -j: two messages deferred for disk-full.example."""
+    queue = folder / "queue.jsonl"
+    reason = ("host 127.0.0.1[127.0.0.1] said: 431 4.3.1 Insufficient system storage (in reply "
+              "to RCPT TO command)")
+    queue.write_text("".join(json.dumps({
+        "queue_name": "deferred", "queue_id": f"4F2A3C1E2{i}", "arrival_time": int(time.time()) - 60,
+        "message_size": 512, "sender": "s@sender.example",
+        "recipients": [{"address": f"user{i}@disk-full.example", "delay_reason": reason}]}) + "\n"
+        for i in range(2)))
+    return shlex.join([sys.executable, str(ROOT / "tests" / "fake_postqueue.py"), str(queue)])
+
+
 def first_431_time(lines: list[str]) -> float:
     for line in lines:
         if "@disk-full.example>" in line and "status=deferred" in line:
@@ -113,7 +129,8 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     log.write_text("\n".join(first) + "\n")
 
     exporter = run_exporter(["--config.file", str(DEMO_CONFIG), "--log.file", str(log),
-                             "--log.from-start", "--state.file", str(tmp_path / "state.json")])
+                             "--log.from-start", "--state.file", str(tmp_path / "state.json"),
+                             "--queue.command", fake_queue(tmp_path), "--queue.interval", "1s"])
     read = lambda text, n: value(samples(text), "bounce_exporter_lines_read_total",
                                  source=str(log)) == n
     exporter.wait_for_metrics(lambda t: read(t, len(first)), TIMEOUT)
