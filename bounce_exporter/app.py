@@ -166,8 +166,9 @@ class Exporter:
         bound (host, port)."""
         if self.config.sources_chosen:
             log.info("%s", self.config.sources_chosen)
-        # which Postfix block scan runs; a warning when the C extension was not built
-        log.log(logging.INFO if accel.compiled() else logging.WARNING, "%s", accel.describe())
+        # which Postfix block scan runs; pure Python is a supported way to run (the warning of a
+        # build without a compiler is the installer's), so an info line, not a warning
+        log.info("%s", accel.describe())
         positions = self._saved_positions()
         self.pipeline.begin(positions, self.keeper.parser_states)
         self._tell_resumed(positions)
