@@ -35,7 +35,10 @@ def test_whole_corpus_line(sample):
         assert events == ()
         return
     if "retry time not reached" in line and " == " in line:
-        assert events == ()  # Exim skipped the recipient: no server was contacted
+        # Exim skipped the recipient, no server was contacted: a deferral without attempt
+        (event,) = events
+        assert (event.status, event.without_attempt, event.code, event.domain) == (
+            "deferred", "retry_time_not_reached", None, expect["domain"])
         assert parser.retry_not_reached == 1
         return
     (event,) = events
@@ -109,8 +112,11 @@ def test_retry_time_not_reached_is_counted_apart():
                b"reached for any host for 'busy.example'",
         head + b"u@l.example R=local T=local_delivery defer (-53): retry time not reached",
     ]
-    for line in lines:
-        assert parser.parse(line) == ()
+    found = [event for line in lines for event in parser.parse(line)]
+    assert [(e.domain, e.status, e.without_attempt, e.code) for e in found] == [
+        ("d.example", "deferred", "retry_time_not_reached", None),
+        ("busy.example", "deferred", "retry_time_not_reached", None),
+        ("l.example", "deferred", "retry_time_not_reached", None)]
     assert parser.retry_not_reached == 3
     assert parser.counters() == {"retry_not_reached": 3}
 
@@ -244,9 +250,11 @@ def expected_from_truth(truth: dict, greeting_refusal: str | None) -> dict[str |
 
 
 def counts_by_domain(events) -> dict[str | None, Counter]:
+    """Attempts and expiries per domain and status (deferrals without attempt left out)."""
     counts: dict[str | None, Counter] = defaultdict(Counter)
     for event in events:
-        counts[event.domain][event.status] += 1
+        if event.without_attempt is None:
+            counts[event.domain][event.status] += 1
     return counts
 
 
@@ -271,7 +279,8 @@ def check_per_message(events, truth: dict, queue_id_of) -> None:
     """Each message's logged attempts equal the remote's record, in order and at its times."""
     by_queue_id = defaultdict(list)
     for event in events:
-        if event.status != "expired" and event.queue_id is not None:
+        if event.status != "expired" and event.queue_id is not None \
+                and event.without_attempt is None:
             by_queue_id[queue_id_of(event.queue_id)].append(event)
     offsets = []
     checked = 0

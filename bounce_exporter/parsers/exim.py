@@ -15,8 +15,10 @@
   "all hosts for '...' have been failing for a long time", which are ``expired``. Soft or hard is
   the flag Exim wrote, never the reply's first digit.
 - ``==`` lines whose error is "retry time not reached" (routing, local or host retry, errno -52,
-  -53, -54) record that Exim did *not* try: no server was contacted. They give no event and are
-  counted in ``retry_not_reached``.
+  -53, -54) record that Exim did *not* try: no server was contacted. Each gives a ``deferred``
+  event with ``without_attempt="retry_time_not_reached"`` (a deferral without attempt, of the
+  recipient's domain) and is counted in ``retry_not_reached`` too; the recipient stays waiting
+  in the ledger with its last server's reply.
 - Host-level lines without a flag (``1abc-... H=host [ip]: SMTP error ...``, ``... Connection
   refused``) are followed by the per-recipient ``==``/``**`` lines that say the same, so they give
   no event.
@@ -46,6 +48,7 @@ from bounce_exporter.parsers.syslog import StampReader, parse_header
 MTA = "exim"
 MAX_PENDING_MESSAGES = 100_000
 RETRY_ERRNOS = frozenset({-52, -53, -54})  # ERRNO_RRETRY, ERRNO_LRETRY, ERRNO_HRETRY
+RETRY_TIME_NOT_REACHED = "retry_time_not_reached"  # the reason of its deferrals without attempt
 
 _STAMP = re.compile(
     r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: (?P<tz>[+-]\d{4}))?(?: \[\d+\])? "
@@ -58,12 +61,6 @@ _BODY = re.compile(
     r"(?P<id>" + MESSAGE_ID + r") "
     r"(?P<flag>=>|->|==|\*\*) (?P<rest>.*)",
     re.DOTALL,
-)
-# A retry-time skip of Exim's own log format, told on bytes: most "==" lines of a busy queue
-_RETRY_SKIP = re.compile(
-    rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?(?: \[\d+\])? "
-    + MESSAGE_ID.encode()
-    + rb" == \S+ (?:[^:]*? )?defer \(-5[234]\)"
 )
 # The address, then an optional "(parent)" and "<original address>", then a space, ":" or the end.
 _ADDRESS = re.compile(r"(?P<addr>\S+?)(?: \((?P<parent>[^)]*)\))?(?: <(?P<orig>[^>]*)>)?(?=:? |:?$)")
@@ -124,9 +121,6 @@ class EximParser(LedgerParser):
     def parse(self, raw: bytes) -> Sequence[DeliveryEvent]:
         if b" => " not in raw and b" == " not in raw and b" ** " not in raw and b" -> " not in raw:
             return ()
-        if b" defer (-5" in raw and _RETRY_SKIP.match(raw):
-            self.retry_not_reached += 1
-            return ()
         line = raw.decode("utf-8", "replace")
         stamp = _STAMP.match(line)
         if stamp is not None:
@@ -185,10 +179,13 @@ class EximParser(LedgerParser):
             parts = _DEFER_TAIL_NO_ERRNO.match(after)
         message = parts.group("message") if parts is not None else after.lstrip(": ")
         message = message or ""
+        text = ": ".join(part for part in (strerror, message) if part)
         if errno in RETRY_ERRNOS or message.startswith("retry time not reached"):
             self.retry_not_reached += 1
-            return ()
-        text = ": ".join(part for part in (strerror, message) if part)
+            event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), "deferred",
+                                  None, None, text, relay, RETRY_TIME_NOT_REACHED)
+            self._pending.hold(qid, recipient, event)
+            return (event,)
         code, enhanced = remote_reply(message)
         return (self._event(when, qid, recipient, "deferred", code, enhanced, text, relay),)
 
