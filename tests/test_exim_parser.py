@@ -118,7 +118,7 @@ def test_retry_time_not_reached_is_counted_apart():
         ("busy.example", "deferred", "retry_time_not_reached", None),
         ("l.example", "deferred", "retry_time_not_reached", None)]
     assert parser.retry_not_reached == 3
-    assert parser.counters() == {"retry_not_reached": 3}
+    assert parser.counters() == {"retry_not_reached": 3, "blackholed": 0}
 
 
 def test_stamps_millisecond_offset_pid_and_both_message_id_lengths():
@@ -330,3 +330,39 @@ def test_real_exim_log_per_message_attempts_match_the_remote():
     assert parser.retry_not_reached == len(skips) == 341
     expired = [e for e in events if e.status == "expired" and e.domain == "disk-full.example"]
     assert {(e.code, e.enhanced) for e in expired} == {("431", "4.3.1")}
+
+
+def test_host_level_errors_no_recipient_line_reports_are_attempts_of_the_next_recipient():
+    """A session-level error without recipient (here at MAIL FROM) that no "=="/"**" line
+    reports (the message went out through the next host) is one failed attempt of the
+    message's recipient; one that a "==" line reports gives no second event."""
+    parser = EximParser()
+    head = "2026-11-28 12:22:4{} 1xXHRt-0003ks-27 "
+    lines = [
+        head.format(0) + "H=mx1.a.example [192.0.2.1]: SMTP error from remote mail server after "
+        "pipelined MAIL FROM:<s@x.example> SIZE=10: 421 4.7.0 too many connections",
+        head.format(1) + '=> u@a.example R=r T=remote_smtp H=mx2.a.example [192.0.2.2] C="250 OK"',
+    ]
+    found = [e for line in lines for e in parser.parse(line.encode())]
+    assert [(e.recipient, e.domain, e.status, e.code, e.enhanced, e.relay) for e in found] == [
+        ("u@a.example", "a.example", "deferred", "421", "4.7.0", "mx1.a.example"),
+        ("u@a.example", "a.example", "sent", "250", None, "mx2.a.example")]
+    reported = [head.format(2) + "H=mx1.a.example [192.0.2.1]: SMTP error from remote mail "
+                "server after initial connection: 421 4.3.2 busy",
+                head.format(3) + "== v@a.example R=r T=remote_smtp defer (-46) H=mx1.a.example "
+                "[192.0.2.1]: SMTP error from remote mail server after initial connection: 421 "
+                "4.3.2 busy"]
+    found = [e for line in reported for e in parser.parse(line.encode())]
+    assert [(e.recipient, e.status, e.code) for e in found] == [("v@a.example", "deferred", "421")]
+    assert parser.state()["host_errors"] == []
+
+
+def test_blackhole_is_no_attempt_and_ends_the_recipient():
+    parser = EximParser()
+    parser.parse(b"2026-11-28 12:22:40 1xXHRt-0003ks-27 == u@void.example R=r T=t defer (-46) "
+                 b"H=mx [192.0.2.1]: SMTP error from remote mail server after RCPT TO:<u@void."
+                 b"example>: 450 4.2.0 later")
+    assert parser.parse(b"2026-11-28 12:23:40 1xXHRt-0003ks-27 => :blackhole: <u@void.example> "
+                        b"R=blackhole_router") == ()
+    assert parser.counters() == {"retry_not_reached": 0, "blackholed": 1}
+    assert parser.in_flight() == []  # no longer waiting
