@@ -71,8 +71,13 @@ def test_tempfail_without_a_session_is_no_attempt_but_a_permfail_is_a_bounce():
     line = (HEAD + "0000000000000000 mta delivery evpid=7a2c0ab3874f211f from=<a@s.example> "
             "to=<u@blocked.example> rcpt=<-> source=\"-\" relay=\"[::1]\" delay=21s "
             "result=\"{}\" stat=\"{}\"")
-    assert parser.parse(line.format("TempFail", "Network error on destination MXs").encode()) == ()
+    (event,) = parser.parse(line.format("TempFail", "Network error on destination MXs").encode())
+    assert (event.status, event.without_attempt, event.domain, event.code, event.relay) == (
+        "deferred", "destination_suspended", "blocked.example", None, "::1")
     assert parser.counters() == {"tempfail_without_session": 1}
+    ((_, waiting),) = parser.in_flight()  # the envelope waits, no attempt counted
+    assert [(w.attempts, w.last.without_attempt) for w in waiting.values()] == [
+        (0, "destination_suspended")]
     (event,) = parser.parse(line.format("PermFail", "Domain does not exist").encode())
     assert (event.status, event.domain, event.code) == ("bounced", "blocked.example", None)
 

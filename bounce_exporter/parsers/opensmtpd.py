@@ -16,7 +16,9 @@
 - A delivery line whose session id is ``0000000000000000`` was written without any SMTP session:
   OpenSMTPD failed the envelope from its route state ("Network error on destination MXs" once its
   MXs failed or the route is disabled), without asking a server. A ``TempFail`` of that kind is no
-  attempt: no event, counted in ``tempfail_without_session``. (A ``PermFail`` is still a bounce.)
+  attempt: a ``deferred`` event with ``without_attempt="destination_suspended"`` (a deferral
+  without attempt, of the recipient's domain; the envelope waits in the ledger), counted in
+  ``tempfail_without_session`` too. (A ``PermFail`` is still a bounce.)
 - A session that fails before any envelope was handed to it logs ``mta error reason=...`` with no
   recipient: OpenSMTPD logs these per connection, and its later lines never tie the connection to
   a recipient domain. Such a line gives one ``deferred`` event without recipient or domain (the
@@ -46,6 +48,7 @@ from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "opensmtpd"
 NO_SESSION = "0000000000000000"
+DESTINATION_SUSPENDED = "destination_suspended"  # the reason of its deferrals without attempt
 MAX_PENDING_ENVELOPES = 100_000
 MAX_SESSIONS = 10_000
 STATUS_OF = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced",
@@ -175,7 +178,10 @@ class OpenSMTPDParser(LedgerParser):
             return ()
         if sid == NO_SESSION and status == "deferred":
             self.tempfail_without_session += 1
-            return ()
+            event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, None, None, stat,
+                                  relay, DESTINATION_SUSPENDED)
+            self._pending.hold(evpid, "", event)
+            return (event,)
         if sid is not None and sid != NO_SESSION:
             session = self._sessions.get(sid)
             if session is not None:
