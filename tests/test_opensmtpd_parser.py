@@ -219,3 +219,37 @@ def test_real_opensmtpd_log_per_message_attempts_match_the_remote():
     check_per_message(events, truth, queue_id_of=lambda evpid: evpid[:8])
     greetings = Counter((e.code, e.enhanced) for e in events if e.domain is None)
     assert greetings == {("421", "4.3.2"): 5, ("554", "5.7.1"): 1, (None, None): 6}
+
+
+def test_a_failed_session_is_the_domain_whose_envelopes_its_server_address_carried():
+    """A session refused at the greeting names no envelope; when earlier sessions to the same
+    server address (port included) carried envelopes of one domain only, the failure is that
+    domain's. An address that carried several domains (a relay host) ties it to none."""
+    parser = OpenSMTPDParser()
+
+    def session(sid: str, address: str, *after: str) -> list:
+        lines = [f"{sid} mta connecting address=smtp://{address} host=mx.example",
+                 f"{sid} mta connected", *after]
+        return [e for line in lines for e in parser.parse((HEAD + line).encode())]
+
+    def delivery(sid: str, evpid: str, to: str) -> str:
+        return (f"{sid} mta delivery evpid={evpid} from=<a@s.example> to=<{to}> rcpt=<-> "
+                f'source="192.0.2.9" relay="192.0.2.5 (mx.a.example)" delay=0s result="Ok" '
+                f'stat="250 2.0.0 Ok"')
+
+    session("a000000000000001", "192.0.2.5:25", delivery("a000000000000001", "e1", "u@a.example"),
+            "a000000000000001 mta disconnected")
+    (refused,) = session("a000000000000002", "192.0.2.5:25",
+                         "a000000000000002 mta error reason=BANNER rejected: 421 4.3.2 busy")
+    assert (refused.domain, refused.recipient, refused.code) == ("a.example", None, "421")
+    (other_port,) = session("a000000000000003", "192.0.2.5:2525",
+                            "a000000000000003 mta error reason=BANNER rejected: 421 4.3.2 busy")
+    assert other_port.domain is None  # never an envelope through that address
+    session("a000000000000004", "192.0.2.5:25", delivery("a000000000000004", "e2", "v@b.example"),
+            "a000000000000004 mta disconnected")
+    (shared,) = session("a000000000000005", "192.0.2.5:25",
+                        "a000000000000005 mta error reason=BANNER rejected: 421 4.3.2 busy")
+    assert shared.domain is None  # a.example and b.example share it
+    restored = OpenSMTPDParser()
+    restored.restore(parser.state())
+    assert restored.state() == parser.state()
