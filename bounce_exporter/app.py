@@ -349,9 +349,9 @@ def event_record(path: str, lineno: int, event: DeliveryEvent, verdict: Classifi
         "mta": event.mta, "queue_id": event.queue_id, "recipient": event.recipient,
         "domain": event.domain, "status": event.status, "code": event.code,
         "enhanced": event.enhanced, "kind": verdict.kind, "category": verdict.category,
-        "relay": event.relay, "without_attempt": event.without_attempt,
+        "relay": event.relay,
         "provider": packaged_catalog().providers.of(event.relay, event.text, event.domain),
-        "text": event.text,
+        "text": event.text, "without_attempt": event.without_attempt,
     }
 
 
