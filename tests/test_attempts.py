@@ -177,3 +177,40 @@ def test_the_parse_record_names_a_deferral_without_attempt():
                           "retry time not reached", None, "retry_time_not_reached")
     record = event_record("f", 1, event, CLASSIFIER.classify("deferred", None, None, ""))
     assert (record["status"], record["without_attempt"]) == ("deferred", "retry_time_not_reached")
+
+
+def test_the_tracker_and_the_recent_view_pass_over_a_deferral_without_attempt():
+    """A Postfix "delivery temporarily suspended" deferral keeps its earlier 451 reply: it must
+    not grow the (domain, 451) streak, as the attempt that gave the 451 did."""
+    from bounce_exporter.state.deferrals import DeferralTracker
+    from bounce_exporter.state.rules import DeferralRule
+    from bounce_exporter.state.store import Store
+
+    store = Store(MetricState(), DeferralTracker([DeferralRule("r", "451", None, None, 1, 0.0,
+                                                               7200.0)]))
+    attempt = DeliveryEvent(100.0, "postfix", "Q", "u@a.example", "a.example", "deferred", "451",
+                            "4.0.0", "451 busy", "mx.a.example")
+    skipped = DeliveryEvent(200.0, "postfix", "Q", "u@a.example", "a.example", "deferred", "451",
+                            "4.0.0", "delivery temporarily suspended: ... said: 451 busy", None,
+                            "destination_suspended")
+    verdict = CLASSIFIER.classify("deferred", "451", "4.0.0", "451 busy")
+    store.observe(skipped, verdict)
+    assert store.tracker.tracking() == 0
+    store.observe(attempt, verdict)
+    store.observe(skipped, verdict)
+    assert [(s.domain, s.code, s.attempts) for s in store.tracker.active()] == [
+        ("a.example", "451", 1)]
+
+
+def test_a_recipient_held_without_attempt_is_saved_and_restored_exactly():
+    from bounce_exporter.parsers.ledger import Ledger
+
+    ledger = Ledger(10)
+    skipped = DeliveryEvent(5.0, "exim", "M", "u@d.example", "d.example", "deferred", None, None,
+                            "retry time not reached", None, "retry_time_not_reached")
+    ledger.hold("M", "u@d.example", skipped)
+    again = Ledger(10)
+    assert again.load_state(json.loads(json.dumps(ledger.to_state()))) == 0
+    ((message, held),) = again.view()
+    assert (message, [(w.first, w.attempts, w.last) for w in held.values()]) == (
+        "M", [(5.0, 0, skipped)])
