@@ -4,10 +4,9 @@ Per message (queue id, or OpenSMTPD's envelope id), the recipients whose latest 
 deferral: each with the log time of its first deferral, the number of deferrals, and the latest
 deferral itself (reply code, enhanced code, text, domain); a deferral without attempt (``hold``)
 makes a recipient wait without counting a deferral or replacing the last server's reply. A
-delivery or a bounce of a recipient
-takes it out; an expiry takes the message's recipients out and carries their last reply; a message
-never heard of again is bounded by the cap (``PendingMessages``: the oldest dropped, counted in
-``evicted``, logged once).
+delivery or a bounce of a recipient takes it out; an expiry takes the message's recipients out and
+carries their last reply; a message never heard of again is bounded by the cap
+(``PendingMessages``: the oldest dropped, counted in ``evicted``, logged once).
 
 What it is for: the expiry lines that name less than the deferrals did (Postfix's qmgr names no
 recipient), and what is waiting, per domain and since when (``waiting()``). It is parser state: it
