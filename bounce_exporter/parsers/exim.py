@@ -69,8 +69,11 @@ _BODY = re.compile(
     re.DOTALL,
 )
 # A host-level line: "<id> H=name [ip]:port: <error>" (or "... [ip] Connection refused"), no flag
+# (not a line about a message received: those name the client's HELO in parentheses, the sender
+# with F=<...>, or an ACL's Warning)
 _HOST_LINE = re.compile(
-    r"(?P<id>" + MESSAGE_ID + r") H=(?P<host>[^\s\[]*) ?\[(?P<ip>[^\]]*)\](?::\d+)?:? (?P<message>.*)",
+    r"(?P<id>" + MESSAGE_ID + r") H=(?P<host>[^\s\[(]*) ?\[(?P<ip>[^\]]*)\](?::\d+)?:? "
+    r"(?!F=|Warning: |U=|P=)(?P<message>.*)",
     re.DOTALL,
 )
 _BLACKHOLE = ":blackhole: "

@@ -74,7 +74,7 @@ def without_attempt(status: str, text: str) -> str | None:
     """``destination_suspended`` for a deferral Postfix decided without contacting a server
     (``delivery temporarily suspended: ...``: the destination or transport is marked dead
     after earlier failures; the text tells the earlier failure), else None."""
-    if status == "deferred" and text.startswith(SUSPENDED):
+    if status == "deferred" and text and text.startswith(SUSPENDED):
         return DESTINATION_SUSPENDED
     return None
 
