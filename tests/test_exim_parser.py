@@ -372,11 +372,11 @@ def test_lines_about_messages_received_are_no_host_errors():
     """An incoming message's rejection names a client (HELO in parentheses, F=<sender>): it is
     held as nothing, so no later line of that id turns it into an attempt."""
     parser = EximParser()
-    for line in (b"2026-11-28 12:22:37 1xXHRt-0003ks-27 H=(helo.example) [192.0.2.7] F=<a@b> "
-                 b"rejected after DATA: spam",
-                 b"2026-11-28 12:22:37 1xXHRt-0003ks-28 H=client.example (helo) [192.0.2.7] "
-                 b"F=<a@b> rejected after DATA: spam",
-                 b"2026-11-28 12:22:37 1xXHRt-0003ks-29 H=mx.a.example [192.0.2.7] F=<a@b> "
-                 b"rejected after DATA: spam"):
+    for line in ((b"2026-11-28 12:22:37 1xXHRt-0003ks-27 H=(helo.example) [192.0.2.7] F=<a@b> "
+                  b"rejected after DATA: spam"),
+                 (b"2026-11-28 12:22:37 1xXHRt-0003ks-28 H=client.example (helo) [192.0.2.7] "
+                  b"F=<a@b> rejected after DATA: spam"),
+                 (b"2026-11-28 12:22:37 1xXHRt-0003ks-29 H=mx.a.example [192.0.2.7] F=<a@b> "
+                  b"rejected after DATA: spam")):
         assert parser.parse(line) == ()
     assert parser.state()["host_errors"] == []
