@@ -364,7 +364,7 @@ def event_record(path: str, lineno: int, event: DeliveryEvent, verdict: Classifi
         "enhanced": event.enhanced, "kind": verdict.kind, "category": verdict.category,
         "relay": event.relay,
         "provider": packaged_catalog().providers.of(event.relay, event.text, event.domain),
-        "text": event.text,
+        "text": event.text, "without_attempt": event.without_attempt,
     }
 
 

@@ -9,7 +9,8 @@ STATUSES = ("sent", "deferred", "bounced", "expired")
 
 @dataclass(slots=True)
 class DeliveryEvent:
-    """One delivery attempt (or one expiry) for one recipient, as the MTA logged it."""
+    """One delivery attempt (or one expiry, or one deferral without attempt) for one recipient, as
+    the MTA logged it."""
 
     time: float  # Unix seconds, from the log line's own timestamp
     mta: str  # "postfix", "exim", ...
@@ -24,3 +25,9 @@ class DeliveryEvent:
     # Sendmail relay=, Exchange FQDN=): lower case, without port or brackets; an IP address when
     # only that was logged; None when the line names none. Says which provider answered.
     relay: str | None = None
+    # a deferral the MTA decided without contacting any server (its retry time not reached, the
+    # destination marked down): why, as a short slug ("retry_time_not_reached",
+    # "destination_suspended"). None for an attempt, and for every other status. Such an event
+    # is no attempt: it is counted in bounce_deferrals_without_attempt_total only, never as an
+    # attempt or failure of its domain, and the deferral tracker passes over it.
+    without_attempt: str | None = None

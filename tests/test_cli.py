@@ -59,7 +59,7 @@ def test_parse_prints_every_key_of_every_event():
     assert result.returncode == 0
     events = [json.loads(line) for line in result.stdout.splitlines()]
     keys = ["file", "line", "time", "mta", "queue_id", "recipient", "domain", "status", "code",
-            "enhanced", "kind", "category", "relay", "provider", "text"]
+            "enhanced", "kind", "category", "relay", "provider", "text", "without_attempt"]
     assert all(list(event) == keys for event in events)
     first = events[0]
     assert first["file"] == str(REAL_LOG)

@@ -35,7 +35,10 @@ def test_whole_corpus_line(sample):
         assert events == ()
         return
     if "retry time not reached" in line and " == " in line:
-        assert events == ()  # Exim skipped the recipient: no server was contacted
+        # Exim skipped the recipient, no server was contacted: a deferral without attempt
+        (event,) = events
+        assert (event.status, event.without_attempt, event.code, event.domain) == (
+            "deferred", "retry_time_not_reached", None, expect["domain"])
         assert parser.retry_not_reached == 1
         return
     (event,) = events
@@ -109,10 +112,13 @@ def test_retry_time_not_reached_is_counted_apart():
                b"reached for any host for 'busy.example'",
         head + b"u@l.example R=local T=local_delivery defer (-53): retry time not reached",
     ]
-    for line in lines:
-        assert parser.parse(line) == ()
+    found = [event for line in lines for event in parser.parse(line)]
+    assert [(e.domain, e.status, e.without_attempt, e.code) for e in found] == [
+        ("d.example", "deferred", "retry_time_not_reached", None),
+        ("busy.example", "deferred", "retry_time_not_reached", None),
+        ("l.example", "deferred", "retry_time_not_reached", None)]
     assert parser.retry_not_reached == 3
-    assert parser.counters() == {"retry_not_reached": 3}
+    assert parser.counters() == {"retry_not_reached": 3, "blackholed": 0}
 
 
 def test_stamps_millisecond_offset_pid_and_both_message_id_lengths():
@@ -244,9 +250,11 @@ def expected_from_truth(truth: dict, greeting_refusal: str | None) -> dict[str |
 
 
 def counts_by_domain(events) -> dict[str | None, Counter]:
+    """Attempts and expiries per domain and status (deferrals without attempt left out)."""
     counts: dict[str | None, Counter] = defaultdict(Counter)
     for event in events:
-        counts[event.domain][event.status] += 1
+        if event.without_attempt is None:
+            counts[event.domain][event.status] += 1
     return counts
 
 
@@ -271,7 +279,8 @@ def check_per_message(events, truth: dict, queue_id_of) -> None:
     """Each message's logged attempts equal the remote's record, in order and at its times."""
     by_queue_id = defaultdict(list)
     for event in events:
-        if event.status != "expired" and event.queue_id is not None:
+        if event.status != "expired" and event.queue_id is not None \
+                and event.without_attempt is None:
             by_queue_id[queue_id_of(event.queue_id)].append(event)
     offsets = []
     checked = 0
@@ -321,3 +330,53 @@ def test_real_exim_log_per_message_attempts_match_the_remote():
     assert parser.retry_not_reached == len(skips) == 341
     expired = [e for e in events if e.status == "expired" and e.domain == "disk-full.example"]
     assert {(e.code, e.enhanced) for e in expired} == {("431", "4.3.1")}
+
+
+def test_host_level_errors_no_recipient_line_reports_are_attempts_of_the_next_recipient():
+    """A session-level error without recipient (here at MAIL FROM) that no "=="/"**" line
+    reports (the message went out through the next host) is one failed attempt of the
+    message's recipient; one that a "==" line reports gives no second event."""
+    parser = EximParser()
+    head = "2026-11-28 12:22:4{} 1xXHRt-0003ks-27 "
+    lines = [
+        head.format(0) + "H=mx1.a.example [192.0.2.1]: SMTP error from remote mail server after "
+        "pipelined MAIL FROM:<s@x.example> SIZE=10: 421 4.7.0 too many connections",
+        head.format(1) + '=> u@a.example R=r T=remote_smtp H=mx2.a.example [192.0.2.2] C="250 OK"',
+    ]
+    found = [e for line in lines for e in parser.parse(line.encode())]
+    assert [(e.recipient, e.domain, e.status, e.code, e.enhanced, e.relay) for e in found] == [
+        ("u@a.example", "a.example", "deferred", "421", "4.7.0", "mx1.a.example"),
+        ("u@a.example", "a.example", "sent", "250", None, "mx2.a.example")]
+    reported = [head.format(2) + "H=mx1.a.example [192.0.2.1]: SMTP error from remote mail "
+                "server after initial connection: 421 4.3.2 busy",
+                head.format(3) + "== v@a.example R=r T=remote_smtp defer (-46) H=mx1.a.example "
+                "[192.0.2.1]: SMTP error from remote mail server after initial connection: 421 "
+                "4.3.2 busy"]
+    found = [e for line in reported for e in parser.parse(line.encode())]
+    assert [(e.recipient, e.status, e.code) for e in found] == [("v@a.example", "deferred", "421")]
+    assert parser.state()["host_errors"] == []
+
+
+def test_blackhole_is_no_attempt_and_ends_the_recipient():
+    parser = EximParser()
+    parser.parse(b"2026-11-28 12:22:40 1xXHRt-0003ks-27 == u@void.example R=r T=t defer (-46) "
+                 b"H=mx [192.0.2.1]: SMTP error from remote mail server after RCPT TO:<u@void."
+                 b"example>: 450 4.2.0 later")
+    assert parser.parse(b"2026-11-28 12:23:40 1xXHRt-0003ks-27 => :blackhole: <u@void.example> "
+                        b"R=blackhole_router") == ()
+    assert parser.counters() == {"retry_not_reached": 0, "blackholed": 1}
+    assert parser.in_flight() == []  # no longer waiting
+
+
+def test_lines_about_messages_received_are_no_host_errors():
+    """An incoming message's rejection names a client (HELO in parentheses, F=<sender>): it is
+    held as nothing, so no later line of that id turns it into an attempt."""
+    parser = EximParser()
+    for line in ((b"2026-11-28 12:22:37 1xXHRt-0003ks-27 H=(helo.example) [192.0.2.7] F=<a@b> "
+                  b"rejected after DATA: spam"),
+                 (b"2026-11-28 12:22:37 1xXHRt-0003ks-28 H=client.example (helo) [192.0.2.7] "
+                  b"F=<a@b> rejected after DATA: spam"),
+                 (b"2026-11-28 12:22:37 1xXHRt-0003ks-29 H=mx.a.example [192.0.2.7] F=<a@b> "
+                  b"rejected after DATA: spam")):
+        assert parser.parse(line) == ()
+    assert parser.state()["host_errors"] == []

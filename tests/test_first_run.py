@@ -126,7 +126,9 @@ def test_parse_finds_the_exim_format_by_itself():
     found, named = parse(path), parse("--log.format", "exim", path)
     assert (found.returncode, found.stderr) == (0, "")
     events = [json.loads(line) for line in found.stdout.splitlines()]
-    assert len(events) == 266 and {e["mta"] for e in events} == {"exim"}
+    # 266 attempts and expiries, 341 deferrals without attempt (retry time not reached)
+    assert len(events) == 266 + 341 and {e["mta"] for e in events} == {"exim"}
+    assert sum(e["without_attempt"] == "retry_time_not_reached" for e in events) == 341
     assert found.stdout == named.stdout
 
 
@@ -148,7 +150,8 @@ def test_parse_dash_reads_standard_input():
     from_file = parse(str(path))
     assert (from_stdin.returncode, from_stdin.stderr) == (0, "")
     events = [json.loads(line) for line in from_stdin.stdout.splitlines()]
-    assert len(events) == 190 and {e["file"] for e in events} == {"-"}
+    # 190 attempts and expiries, 50 deferrals without attempt (TempFail without session)
+    assert len(events) == 190 + 50 and {e["file"] for e in events} == {"-"}
     assert [dict(e, file=None) for e in events] == [
         dict(json.loads(line), file=None) for line in from_file.stdout.splitlines()]
 
@@ -183,7 +186,7 @@ def test_parse_draws_a_progress_line_on_a_terminal_only(tmp_path, monkeypatch):
             break
         drawn += chunk
     os.close(leader)
-    assert len(out.getvalue().splitlines()) == 303 + 266  # the events, untouched
+    assert len(out.getvalue().splitlines()) == 303 + 266 + 341  # the events, untouched
     frames = drawn.decode().replace("\r\n", "\n").split("\r")[1:]
     assert len(frames) >= 3, drawn
     last = frames[-1]

@@ -15,7 +15,7 @@ PIPELINE_REASONS = {"too_long", "parser_error"}
 EVERY_NOT_UNDERSTOOD = {"bad_stamp", "field_count", "malformed_csv", "malformed_deferral",
                         "malformed_delivery", "missing_field", "no_fields_header", "no_header",
                         "no_recipient"}
-EVERY_NOT_ATTEMPT = {"queued_only", "retry_not_reached", "tempfail_without_session"}
+EVERY_NOT_ATTEMPT = {"blackholed", "queued_only", "retry_not_reached", "tempfail_without_session"}
 
 
 def raised_reasons(name: str) -> set[str]:
@@ -79,7 +79,7 @@ def test_skip_counters_are_zero_from_the_start_for_every_source(tmp_path):
                 assert not_understood == dict.fromkeys(
                     {"no_header", "malformed_delivery", "malformed_deferral", "bad_stamp"}
                     | PIPELINE_REASONS, 0.0)
-                assert not_attempts == {"retry_not_reached": 0.0}
+                assert not_attempts == {"retry_not_reached": 0.0, "blackholed": 0.0}
             else:
                 assert not_understood == dict.fromkeys(
                     EVERY_NOT_UNDERSTOOD | PIPELINE_REASONS, 0.0)

@@ -71,8 +71,13 @@ def test_tempfail_without_a_session_is_no_attempt_but_a_permfail_is_a_bounce():
     line = (HEAD + "0000000000000000 mta delivery evpid=7a2c0ab3874f211f from=<a@s.example> "
             "to=<u@blocked.example> rcpt=<-> source=\"-\" relay=\"[::1]\" delay=21s "
             "result=\"{}\" stat=\"{}\"")
-    assert parser.parse(line.format("TempFail", "Network error on destination MXs").encode()) == ()
+    (event,) = parser.parse(line.format("TempFail", "Network error on destination MXs").encode())
+    assert (event.status, event.without_attempt, event.domain, event.code, event.relay) == (
+        "deferred", "destination_suspended", "blocked.example", None, "::1")
     assert parser.counters() == {"tempfail_without_session": 1}
+    ((_, waiting),) = parser.in_flight()  # the envelope waits, no attempt counted
+    assert [(w.attempts, w.last.without_attempt) for w in waiting.values()] == [
+        (0, "destination_suspended")]
     (event,) = parser.parse(line.format("PermFail", "Domain does not exist").encode())
     assert (event.status, event.domain, event.code) == ("bounced", "blocked.example", None)
 
@@ -214,3 +219,37 @@ def test_real_opensmtpd_log_per_message_attempts_match_the_remote():
     check_per_message(events, truth, queue_id_of=lambda evpid: evpid[:8])
     greetings = Counter((e.code, e.enhanced) for e in events if e.domain is None)
     assert greetings == {("421", "4.3.2"): 5, ("554", "5.7.1"): 1, (None, None): 6}
+
+
+def test_a_failed_session_is_the_domain_whose_envelopes_its_server_address_carried():
+    """A session refused at the greeting names no envelope; when earlier sessions to the same
+    server address (port included) carried envelopes of one domain only, the failure is that
+    domain's. An address that carried several domains (a relay host) ties it to none."""
+    parser = OpenSMTPDParser()
+
+    def session(sid: str, address: str, *after: str) -> list:
+        lines = [f"{sid} mta connecting address=smtp://{address} host=mx.example",
+                 f"{sid} mta connected", *after]
+        return [e for line in lines for e in parser.parse((HEAD + line).encode())]
+
+    def delivery(sid: str, evpid: str, to: str) -> str:
+        return (f"{sid} mta delivery evpid={evpid} from=<a@s.example> to=<{to}> rcpt=<-> "
+                f'source="192.0.2.9" relay="192.0.2.5 (mx.a.example)" delay=0s result="Ok" '
+                f'stat="250 2.0.0 Ok"')
+
+    session("a000000000000001", "192.0.2.5:25", delivery("a000000000000001", "e1", "u@a.example"),
+            "a000000000000001 mta disconnected")
+    (refused,) = session("a000000000000002", "192.0.2.5:25",
+                         "a000000000000002 mta error reason=BANNER rejected: 421 4.3.2 busy")
+    assert (refused.domain, refused.recipient, refused.code) == ("a.example", None, "421")
+    (other_port,) = session("a000000000000003", "192.0.2.5:2525",
+                            "a000000000000003 mta error reason=BANNER rejected: 421 4.3.2 busy")
+    assert other_port.domain is None  # never an envelope through that address
+    session("a000000000000004", "192.0.2.5:25", delivery("a000000000000004", "e2", "v@b.example"),
+            "a000000000000004 mta disconnected")
+    (shared,) = session("a000000000000005", "192.0.2.5:25",
+                        "a000000000000005 mta error reason=BANNER rejected: 421 4.3.2 busy")
+    assert shared.domain is None  # a.example and b.example share it
+    restored = OpenSMTPDParser()
+    restored.restore(parser.state())
+    assert restored.state() == parser.state()

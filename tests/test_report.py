@@ -57,7 +57,8 @@ def report_json(*paths, config=None, err=None) -> dict:
 def parse_counts(path) -> Counter:
     found: Counter = Counter()
     for _, event in app.iter_file_events(str(path), "auto", 65536):
-        found[(event.domain or "unknown", event.status)] += 1
+        if event.without_attempt is None:  # the report's counts are attempts (and expiries)
+            found[(event.domain or "unknown", event.status)] += 1
     return found
 
 

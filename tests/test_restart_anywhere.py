@@ -1,7 +1,7 @@
 """A restart anywhere gives what one continuous read gives, for every series, parser state included.
 
 Each real MTA log of the corpus is cut at line boundaries (before the first expiry, inside an open
-OpenSMTPD session, and at seeded random lines). Lifetime 1 reads the lines before the cut and is
+OpenSMTPD session, after an Exim host-level error, and at seeded random lines). Lifetime 1 reads the lines before the cut and is
 scraped (its last scrape), then reads more that it never exposes and ends: SIGTERM (shutdown) or
 kill -9 (nothing runs after the last scrape). Lifetime 2 starts from the state file and reads the
 rest. The sum of the two last scrapes equals one lifetime's scrape of the whole log, counter by
@@ -12,6 +12,7 @@ OpenSMTPD session's error may come after the restart) are saved in the same snap
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from collections import Counter
 
@@ -54,6 +55,9 @@ def cuts(mta: str, lines: list[bytes]) -> list[int]:
         for sid in errors[:3]:
             found.add(next(i for i, line in enumerate(lines)
                            if line.split()[5:7] == [sid, b"mta"]) + 1)
+    if mta == "exim":  # between a host-level error and the recipient line that reports it
+        hosts = [i for i, line in enumerate(lines) if re.match(rb"\S+ \S+ \S+ H=", line)]
+        found |= {i + 1 for i in hosts[:3]}
     rng = random.Random(f"restart-anywhere:{mta}")
     found |= {rng.randrange(1, len(lines)) for _ in range(RANDOM_CUTS)}
     return sorted(found)

@@ -129,6 +129,10 @@ def counter_families(counters: CounterSnapshot) -> Iterator[Metric]:
                    ["domain", "kind", "code", "enhanced", "category"], counters.failures)
     yield _counter("bounce_expired", "Messages given up after the queue lifetime, per "
                    "recipient domain.", ["domain"], counters.expired)
+    yield _counter("bounce_deferrals_without_attempt", "Deferrals the MTA decided without "
+                   "contacting a server (retry time not reached, destination marked down), per "
+                   "recipient domain and reason: no delivery attempts.", ["domain", "reason"],
+                   counters.without_attempt)
     yield from provider_families(counters.providers)
     yield from _source_families(counters.sources)
     yield _gauge("bounce_exporter_domains", "Distinct recipient domains with their own label "

@@ -2,10 +2,11 @@
 
 Per message (queue id, or OpenSMTPD's envelope id), the recipients whose latest outcome is a
 deferral: each with the log time of its first deferral, the number of deferrals, and the latest
-deferral itself (reply code, enhanced code, text, domain). A delivery or a bounce of a recipient
-takes it out; an expiry takes the message's recipients out and carries their last reply; a message
-never heard of again is bounded by the cap (``PendingMessages``: the oldest dropped, counted in
-``evicted``, logged once).
+deferral itself (reply code, enhanced code, text, domain); a deferral without attempt (``hold``)
+makes a recipient wait without counting a deferral or replacing the last server's reply. A
+delivery or a bounce of a recipient takes it out; an expiry takes the message's recipients out and
+carries their last reply; a message never heard of again is bounded by the cap
+(``PendingMessages``: the oldest dropped, counted in ``evicted``, logged once).
 
 What it is for: the expiry lines that name less than the deferrals did (Postfix's qmgr names no
 recipient), and what is waiting, per domain and since when (``waiting()``). It is parser state: it
@@ -38,8 +39,8 @@ class Waiting:
     """One recipient whose latest outcome is a deferral."""
 
     first: float  # log time of its first deferral
-    attempts: int  # deferrals so far
-    last: DeliveryEvent  # the latest one
+    attempts: int  # deferrals so far that were attempts (0: only deferred without attempt yet)
+    last: DeliveryEvent  # the latest one (a deferral without attempt only while no attempt came)
 
 
 LedgerView = list[tuple[str, dict[str, Waiting]]]  # (message, its waiting recipients), oldest first
@@ -92,6 +93,24 @@ class Ledger:
             log.warning("%s: message %s has more than %d recipients deferred; the others are not "
                         "remembered (counted in bounce_exporter_pending_messages_evicted_total)",
                         pending.name or "ledger", message, MAX_RECIPIENTS)
+
+    def hold(self, message: str, recipient: str, event: DeliveryEvent) -> None:
+        """A deferral without attempt (``event.without_attempt``) of ``recipient``: waiting from
+        now on if it was not yet (no attempt counted), else nothing changes (its last reply
+        stays the last server's)."""
+        recipients = self._messages.get(message)
+        if recipients is None:
+            recipients = {}
+        if recipient not in recipients:
+            if len(recipients) >= MAX_RECIPIENTS:
+                self._cut(message)
+                return
+            recipients[recipient] = Waiting(event.time, 0, event)
+        self._messages.remember(message, recipients)
+
+    def recipients(self, message: str) -> list[DeliveryEvent]:
+        """The last deferrals of the message's waiting recipients (none when it is not held)."""
+        return [w.last for w in (self._messages.get(message) or {}).values()]
 
     def forget(self, message: str, recipient: str) -> DeliveryEvent | None:
         """``recipient`` is done (delivered, bounced, expired): its last deferral, if any."""
@@ -202,26 +221,29 @@ class LedgerParser:
 
 
 def event_to_state(event: DeliveryEvent) -> list:
-    return [event.time, event.mta, event.queue_id, event.recipient, event.domain, event.status,
-            event.code, event.enhanced, event.text, event.relay]
+    saved = [event.time, event.mta, event.queue_id, event.recipient, event.domain, event.status,
+             event.code, event.enhanced, event.text, event.relay]
+    return saved if event.without_attempt is None else [*saved, event.without_attempt]
 
 
 def event_from_state(data: object) -> DeliveryEvent | None:
     """The event saved by ``event_to_state``; None for anything malformed. (A state file written
-    before events had a relay holds 9 fields: its events have none.)"""
-    if not isinstance(data, list) or len(data) not in (9, 10):
+    before events had a relay holds 9 fields: its events have none; an 11th field is the reason
+    of a deferral without attempt.)"""
+    if not isinstance(data, list) or len(data) not in (9, 10, 11):
         return None
     when, mta, qid, recipient, domain, status, code, enhanced, text, *rest = data
     relay = rest[0] if rest else None
+    without = rest[1] if len(rest) > 1 else None
     if isinstance(when, bool) or not isinstance(when, (int, float)) or status not in STATUSES:
         return None
     if not (isinstance(mta, str) and isinstance(text, str)):
         return None
     if not all(v is None or isinstance(v, str)
-               for v in (qid, recipient, domain, code, enhanced, relay)):
+               for v in (qid, recipient, domain, code, enhanced, relay, without)):
         return None
     return DeliveryEvent(float(when), mta, qid, recipient, domain, status, code, enhanced, text,
-                         relay)
+                         relay, without)
 
 
 def _message_from_state(entry: object) -> tuple[str, dict[str, Waiting]] | None:
@@ -235,7 +257,7 @@ def _message_from_state(entry: object) -> tuple[str, dict[str, Waiting]] | None:
         key, first, attempts, saved = item
         event = event_from_state(saved)
         if (event is None or isinstance(first, bool) or not isinstance(first, (int, float))
-                or isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+                or isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0):
             return None
         recipients[key] = Waiting(float(first), attempts, event)
     return (entry[0], recipients) if recipients else None

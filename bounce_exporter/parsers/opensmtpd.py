@@ -16,11 +16,17 @@
 - A delivery line whose session id is ``0000000000000000`` was written without any SMTP session:
   OpenSMTPD failed the envelope from its route state ("Network error on destination MXs" once its
   MXs failed or the route is disabled), without asking a server. A ``TempFail`` of that kind is no
-  attempt: no event, counted in ``tempfail_without_session``. (A ``PermFail`` is still a bounce.)
+  attempt: a ``deferred`` event with ``without_attempt="destination_suspended"`` (a deferral
+  without attempt, of the recipient's domain; the envelope waits in the ledger), counted in
+  ``tempfail_without_session`` too. (A ``PermFail`` is still a bounce.)
 - A session that fails before any envelope was handed to it logs ``mta error reason=...`` with no
-  recipient: OpenSMTPD logs these per connection, and its later lines never tie the connection to
-  a recipient domain. Such a line gives one ``deferred`` event without recipient or domain (the
-  ``unknown`` domain label) when it is a real attempt that no envelope line reports:
+  recipient: OpenSMTPD logs these per connection, and none of its lines names the connection's
+  domain. What ties it to one is its server address (``mta connecting address=...``, port
+  included): when sessions to that address carried envelopes of exactly one recipient domain, the
+  failure is that domain's; otherwise (never an envelope through it, or several domains: a relay
+  host) it has no domain (the ``unknown`` label). The envelope lines without session name only
+  the host, without port, so they cannot tie it. Such a line gives one ``deferred`` event without
+  recipient when it is a real attempt that no envelope line reports:
   - ``<STAGE> rejected: <reply>`` (BANNER, EHLO, HELO, LHLO, STARTTLS, AUTH: before any envelope);
   - a connection that never logged ``mta connected`` (connection refused, connect timeout);
   - any other error of a connected session that has logged no delivery yet is held until the next
@@ -52,8 +58,10 @@ from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "opensmtpd"
 NO_SESSION = "0000000000000000"
+DESTINATION_SUSPENDED = "destination_suspended"  # the reason of its deferrals without attempt
 MAX_PENDING_ENVELOPES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 MAX_SESSIONS = 10_000
+MAX_DOMAINS_AT = 2  # domains remembered per server address: two already make it shared
 STATUS_OF = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced",
              "Expire": "expired", "Expired": "expired"}
 
@@ -73,6 +81,7 @@ _OLD_TO = re.compile(r"(?:^|, )to=(?:<(?P<angle>[^>]*)>|(?P<bare>[^,\s]*))")
 _OLD_SESSION = re.compile(r"(?:^|, )session=(?P<sid>[0-9a-f]{16})")
 _RELAY = re.compile(r' relay=(?P<relay>"[^"]*"|\S+)')  # relay="192.0.2.1 (mx.example.com)"
 _OLD_RELAY = re.compile(r"(?:^|, )relay=(?P<relay>[^,]*)")  # 5.x: relay=mx.example.com [192.0.2.1]
+_ADDRESS = re.compile(r"address=(?:[a-z+]+://)?(\S+)")  # "smtp+notls://[::1]:2729" -> "[::1]:2729"
 _STAGE_REJECTED = re.compile(r"[A-Z]+ rejected: ")
 _SERVER_ERROR = re.compile(r"(?:LMTP|SMTP) server error: ")
 
@@ -83,11 +92,12 @@ def stat_reply(stat: str) -> tuple[str | None, str | None]:
 
 
 class _Session:
-    __slots__ = ("connected", "delivered")
+    __slots__ = ("address", "connected", "delivered")
 
     def __init__(self) -> None:
         self.connected = False
         self.delivered = False
+        self.address: str | None = None  # "[::1]:2729", from its "mta connecting address=" line
 
 
 class OpenSMTPDParser(LedgerParser):
@@ -105,18 +115,30 @@ class OpenSMTPDParser(LedgerParser):
         # envelope makes it the newest: refresh)
         self._pending = Ledger(max_pending, name=MTA, refresh=True)
         self.tempfail_without_session = 0
+        # server address -> the recipient domains whose envelopes a session to it carried (a
+        # few; more make it shared): what ties a failed session without envelope to a domain
+        self._domains_at: OrderedDict[str, set[str]] = OrderedDict()
 
     def _more_state(self) -> dict:
-        return {"sessions": [[sid, s.connected, s.delivered] for sid, s in self._sessions.items()],
-                "held": [self._held[0], event_to_state(self._held[1])] if self._held else None}
+        return {"sessions": [[sid, s.connected, s.delivered, s.address]
+                             for sid, s in self._sessions.items()],
+                "held": [self._held[0], event_to_state(self._held[1])] if self._held else None,
+                "addresses": [[a, sorted(d)] for a, d in self._domains_at.items()]}
 
     def _restore_more(self, state: dict) -> None:
         self._sessions = OrderedDict()
         for entry in state.get("sessions") or ():
-            if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-                    and all(isinstance(flag, bool) for flag in entry[1:])):
+            if (isinstance(entry, list) and len(entry) in (3, 4) and isinstance(entry[0], str)
+                    and all(isinstance(flag, bool) for flag in entry[1:3])):
                 session = self._sessions[entry[0]] = _Session()
                 session.connected, session.delivered = entry[1], entry[2]
+                address = entry[3] if len(entry) == 4 else None
+                session.address = address if isinstance(address, str) else None
+        self._domains_at = OrderedDict()
+        for entry in state.get("addresses") or ():
+            if (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                    and isinstance(entry[1], list) and all(isinstance(d, str) for d in entry[1])):
+                self._domains_at[entry[0]] = set(entry[1][:MAX_DOMAINS_AT])
         held = state.get("held")
         event = event_from_state(held[1]) if isinstance(held, list) and len(held) == 2 else None
         self._held = (held[0], event) if event is not None and isinstance(held[0], str) else None
@@ -165,7 +187,8 @@ class OpenSMTPDParser(LedgerParser):
         if agent != "mta":
             return ()
         if what == "connecting":
-            self._session(sid)
+            address = _ADDRESS.search(rest)
+            self._session(sid).address = address.group(1) if address else None
         elif what == "connected":
             self._session(sid).connected = True
         elif what == "disconnected":
@@ -181,13 +204,17 @@ class OpenSMTPDParser(LedgerParser):
             return ()
         if sid == NO_SESSION and status == "deferred":
             self.tempfail_without_session += 1
-            return ()
+            event = DeliveryEvent(when, MTA, evpid, to, domain_of(to), status, None, None, stat,
+                                  relay, DESTINATION_SUSPENDED)
+            self._pending.hold(evpid, "", event)
+            return (event,)
         if sid is not None and sid != NO_SESSION:
             session = self._sessions.get(sid)
-            if session is not None:
-                session.delivered = True
-            else:  # a session that began before the log did
-                self._session(sid).delivered = True
+            if session is None:  # a session that began before the log did
+                session = self._session(sid)
+            session.delivered = True
+            if session.address is not None:
+                self._learn(session.address, domain_of(to))
         if status == "expired":
             last = self._pending.forget(evpid, "")
             if last is not None:
@@ -219,7 +246,8 @@ class OpenSMTPDParser(LedgerParser):
         session = self._sessions.pop(sid, None)
         stage = _STAGE_REJECTED.match(reason)
         code, enhanced = reply_at(reason, stage.end()) if stage else (None, None)
-        event = DeliveryEvent(when, MTA, None, None, None, "deferred", code, enhanced, reason)
+        event = DeliveryEvent(when, MTA, None, None, self._domain_at(session), "deferred", code,
+                              enhanced, reason)
         if stage is not None or (session is not None and not session.connected):
             return (event,)
         if session is None or session.delivered:
@@ -234,6 +262,24 @@ class OpenSMTPDParser(LedgerParser):
         if raw.find(sid.encode()) >= 0 and b" delivery " in raw:
             return self.parse(raw)
         return (held, *self.parse(raw))
+
+    def _learn(self, address: str, domain: str | None) -> None:
+        """A session to ``address`` carried an envelope of ``domain``."""
+        domains = self._domains_at.get(address)
+        if domains is None:
+            domains = self._domains_at[address] = set()
+            if len(self._domains_at) > MAX_SESSIONS:
+                self._domains_at.popitem(last=False)
+        if domain is not None and len(domains) < MAX_DOMAINS_AT:
+            domains.add(domain)
+
+    def _domain_at(self, session: _Session | None) -> str | None:
+        """The one domain whose envelopes sessions to this session's server address carried;
+        None when unknown or shared by several (a relay host, the lab's one port for many)."""
+        if session is None or session.address is None:
+            return None
+        domains = self._domains_at.get(session.address)
+        return next(iter(domains)) if domains is not None and len(domains) == 1 else None
 
     def _session(self, sid: str) -> _Session:
         session = self._sessions.get(sid)

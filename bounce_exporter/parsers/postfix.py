@@ -6,6 +6,11 @@
     Nov 28 12:24:40 mx1 postfix/qmgr[14113]: 4E6AC512253: from=<app@sender.example>,
         status=expired, returned to sender
 
+A deferral whose text starts with ``delivery temporarily suspended:`` (written by the ``error``
+or ``retry`` agent, ``relay=none``) was decided without contacting a server: Postfix had marked
+the destination (or transport) dead after earlier failures. It is a ``deferred`` event with
+``without_attempt="destination_suspended"``: a deferral without attempt, not an attempt.
+
 The expiry line names no recipient: the parser remembers, per queue id, the recipients whose last
 attempt was deferred, and turns the expiry into one ``expired`` event for each of them, carrying the
 last reply. Soft or hard is what Postfix decided (``status=``), never the reply's first digit.
@@ -35,6 +40,8 @@ MTA = "postfix"
 DELIVERY_AGENTS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard"})
 STATUS_OF = {"sent": "sent", "deferred": "deferred", "SOFTBOUNCE": "deferred", "bounced": "bounced"}
 MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
+SUSPENDED = "delivery temporarily suspended: "
+DESTINATION_SUSPENDED = "destination_suspended"  # the reason of its deferrals without attempt
 
 _ADDRESS = r"(?:<(?P<{0}>[^>]*)>|(?P<{0}_bare>[^\s,]*))"
 # The reply where ``find_reply`` finds it in Postfix's usual texts: at the start ("250 2.0.0 Ok"),
@@ -61,6 +68,15 @@ _REMOVED = b": removed"
 # qmgr's expiry: the queue lifetime ran out, or ``postsuper -f`` forced it (Postfix 3.5 and later)
 _EXPIRED = re.compile(r"(?P<qid>[^\s:]+): from=<[^>]*>, status=(?P<how>(?:force-)?expired), "
                       r"returned to sender\s*$")
+
+
+def without_attempt(status: str, text: str) -> str | None:
+    """``destination_suspended`` for a deferral Postfix decided without contacting a server
+    (``delivery temporarily suspended: ...``: the destination or transport is marked dead
+    after earlier failures; the text tells the earlier failure), else None."""
+    if status == "deferred" and text and text.startswith(SUSPENDED):
+        return DESTINATION_SUSPENDED
+    return None
 
 
 class PostfixParser(LedgerParser):
@@ -169,7 +185,7 @@ class PostfixParser(LedgerParser):
         # relay=none: no session, but the text names the host it tried ("connect to HOST[IP]")
         host = postfix_relay(relay) if relay != "none" else find_relay_in_line(text)
         event = DeliveryEvent(when, MTA, qid, recipient, domain_of(recipient), status, code,
-                              dsn or enhanced, text, host)
+                              dsn or enhanced, text, host, without_attempt(status, text))
         if status == "deferred" or qid in self._pending:  # else nothing to remember or forget
             self._remember(instance, event)
         return (event,)
@@ -193,7 +209,9 @@ class PostfixParser(LedgerParser):
 
     def _remember(self, instance: str, event: DeliveryEvent) -> None:
         qid, key = event.queue_id or "", f"{instance} {event.recipient or ''}"
-        if event.status == "deferred":
+        if event.without_attempt is not None:
+            self._pending.hold(qid, key, event)
+        elif event.status == "deferred":
             self._pending.defer(qid, key, event)
         else:
             self._pending.forget(qid, key)

@@ -16,7 +16,12 @@ from types import ModuleType
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import Failed
-from bounce_exporter.parsers.postfix import MAX_PENDING_MESSAGES, MTA, PostfixParser
+from bounce_exporter.parsers.postfix import (
+    MAX_PENDING_MESSAGES,
+    MTA,
+    PostfixParser,
+    without_attempt,
+)
 
 
 class FastPostfixParser(PostfixParser):
@@ -43,7 +48,7 @@ class FastPostfixParser(PostfixParser):
                     stamp_read = stamp
                 if when is not None:
                     event = DeliveryEvent(when, MTA, qid, recipient, domain, status, code,
-                                          enhanced, text, relay)
+                                          enhanced, text, relay, without_attempt(status, text))
                     if status == "deferred" or qid in pending:
                         remember(instance, event)
                     events.append(event)

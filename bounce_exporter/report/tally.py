@@ -49,7 +49,7 @@ class Tally:
         time, status = event.time, event.status
         self.first = min(self.first, time)
         self.last = max(self.last, time)
-        if status == "sent":
+        if status == "sent" or event.without_attempt is not None:  # no failed attempt
             return
         if status == "expired":
             self.expiries.setdefault(event.domain or UNKNOWN_DOMAIN, []).append(time)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bounce_exporter.classify.catalog import Catalog, packaged_catalog
 from bounce_exporter.classify.classifier import Classification
@@ -170,7 +170,7 @@ class ProviderCounters:
         as the domain series' are (``codes``): the provider label is bounded by the table, the
         codes by the catalog."""
         status = event.status
-        if status == "expired":
+        if status == "expired" or event.without_attempt is not None:
             return
         provider = self.table.of(event.relay, event.text, event.domain)
         self.attempts[provider] += 1
@@ -202,6 +202,7 @@ class CounterSnapshot:
     state_write_errors: int
     series_overflowed: int = 0  # failures counted in an overflow series (max_series reached)
     providers: ProviderSnapshot = ProviderSnapshot({}, {})
+    without_attempt: dict[tuple[str, str], int] = field(default_factory=dict)  # (domain, reason)
 
 
 class MetricState:
@@ -220,6 +221,8 @@ class MetricState:
         self.deliveries: dict[str, int] = defaultdict(int)
         self.expired: dict[str, int] = defaultdict(int)
         self.failures: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+        # deferrals decided without contacting a server, per (domain, reason): no attempts
+        self.without_attempt: dict[tuple[str, str], int] = defaultdict(int)
         self.sources: dict[str, SourceStats] = {}
         self.state_write_errors = 0
         for domain in sorted(self.domains.allowlist):  # series known in advance start at 0
@@ -235,6 +238,9 @@ class MetricState:
         status = event.status
         if status == "expired":
             self.expired[domain] += 1
+            return
+        if event.without_attempt is not None:
+            self.without_attempt[(domain, event.without_attempt)] += 1
             return
         self.attempts[domain] += 1
         if status == "sent":
@@ -268,7 +274,7 @@ class MetricState:
             dict(self.attempts), dict(self.deliveries), dict(self.expired), dict(self.failures),
             {name: stats.copy() for name, stats in self.sources.items()},
             self.domains.labelled, self.domains.overflowed_events, self.state_write_errors,
-            self.series_overflowed, self.providers.snapshot())
+            self.series_overflowed, self.providers.snapshot(), dict(self.without_attempt))
 
     def apply(self, max_domains: int, max_series: int | None = None) -> None:
         """A reloaded domain cap and series cap (caller holds ``lock``); domains labelled keep

@@ -85,7 +85,10 @@ class Store:
         self.recent = RecentDeferrals(provider=provider)  # the status page's last hour, not saved
 
     def observe(self, event: DeliveryEvent, classification: Classification) -> None:
-        """The pipeline's observer (called under the lock): the current tracker's."""
+        """The pipeline's observer (called under the lock): the current tracker's. A deferral
+        without attempt is no attempt: neither the tracker nor the recent view takes it."""
+        if event.without_attempt is not None:
+            return
         self.tracker.observe(event, classification)
         self.recent.observe(event, classification)
 
