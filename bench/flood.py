@@ -106,7 +106,7 @@ def run(domains: int, step: int, folder: str, trace: bool = False,
         with open(config_file, "w") as handle:
             handle.write(f"limits: {{max_pending_messages: {max_pending}}}\n")
     config = load_config(config_file, {"log_files": [log], "listen_address": "127.0.0.1:0",
-                                       "state_file": state_file})
+                                       "state_file": state_file, "queue_command": ""})
     exporter = Exporter(config, registry=CollectorRegistry())
     exporter.start()
     rss0, _ = memory()
