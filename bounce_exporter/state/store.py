@@ -83,6 +83,11 @@ class Store:
         self.tracker.observe(event, classification)
         self.recent.observe(event, classification)
 
+    def observe_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
+        """``observe`` of each (event, classification) of a block, in order (under the lock)."""
+        self.tracker.observe_block(found)
+        self.recent.observe_block(found)
+
     def saved(self) -> Saved:
         """The state file's content now (caller holds the lock)."""
         self._seq += 1
