@@ -268,9 +268,7 @@ class Pipeline:
         take its position (a plain list has none) as the feed's counted one (caller holds the
         state lock, and parsed under it). A numbered feed's events (``numbers``: their line
         numbers) go to its ``on_event`` too."""
-        classify = self.classifier.classify
-        found = [(event, classify(event.status, event.code, event.enhanced, event.text))
-                 for event in events]
+        found = self.classifier.classify_all(events)
         state = self.state
         fmt = feed.caps.detected()  # found while parsing these lines: shown with their counts
         stats = state.source(feed.source.name)

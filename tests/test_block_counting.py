@@ -80,3 +80,9 @@ def test_blocks_count_what_events_one_by_one_count(found, seed):
     assert labelled == 151 and overflowed > 0 and series_overflowed > 0, "both caps bite"
     assert len(cleared) >= 5, "streaks are cleared (by delivery, by timeout)"
     assert one_by_one[9], "domains deferred in the last hour"
+
+
+def test_classify_all_is_classify_of_each(found):
+    events = [event for event, _ in found]
+    assert Classifier.load().classify_all(events) == found
+    assert {c.kind for _, c in found} == {None, "soft", "hard"}

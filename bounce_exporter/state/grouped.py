@@ -25,20 +25,24 @@ def grouped(found: list[tuple[DeliveryEvent, Classification]],
     """(first event, its classification, events in the group) per group of events alike, in
     the order of their first event. ``decides(relay)``: the relay alone names the provider."""
     groups: dict[tuple, list] = {}
-    by_relay: dict[str | None, bool] = {}  # decides(relay), asked once per relay
+    unnamed: dict[str | None, bool] = {}  # relays that do not decide (asked once per relay)
     for event, classification in found:
-        status, relay = event.status, event.relay
-        named = by_relay.get(relay)
-        if named is None:
-            named = by_relay[relay] = decides(relay)
+        status = event.status
         if status == "sent":
-            key: tuple = (event.domain, relay) if named else (event.domain, relay, event.text)
+            key: tuple = (event.domain, event.relay)
         elif status == "expired":  # counted by domain alone
             key = (event.domain,)
         else:  # the classification: one of the classifier's few verdict objects
-            key = (event.domain, status, event.code, event.enhanced, relay, id(classification),
-                   None if named else event.text)
+            key = (event.domain, status, event.code, event.enhanced, event.relay,
+                   id(classification))
         group = groups.get(key)
+        if group is None and status != "expired":
+            relay = event.relay
+            if relay not in unnamed:
+                unnamed[relay] = not decides(relay)
+            if unnamed[relay]:  # the text may name the provider: a group per text
+                key += (event.text,)
+                group = groups.get(key)
         if group is None:
             groups[key] = [event, classification, 1]
         else:
