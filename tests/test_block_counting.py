@@ -86,3 +86,24 @@ def test_classify_all_is_classify_of_each(found):
     events = [event for event, _ in found]
     assert Classifier.load().classify_all(events) == found
     assert {c.kind for _, c in found} == {None, "soft", "hard"}
+
+
+@pytest.mark.parametrize("code", [None, "499", "431"])
+def test_events_alike_past_the_series_cap_count_as_one_by_one(code):
+    """Past ``max_series``, a failure of a domain past the cap whose codes fold to their class is
+    its own overflow series: the first such event overflows, the next ones find that series."""
+    failures = [DeliveryEvent(REFERENCE, "postfix", "Q", f"u@{domain}", domain, "deferred", code,
+                              None, "try later")
+                for domain in ["first.example", *["late.example"] * 5]]  # late: past the cap
+    classification = Classifier.load().classify("deferred", code, None, "try later")
+    found = [(event, classification) for event in failures]
+
+    def state() -> MetricState:
+        return MetricState(DomainLabels(max_domains=1), max_series=1)
+
+    one_by_one, per_block = state(), state()
+    for event in failures:
+        one_by_one.record(event, classification)
+    per_block.record_block(found)
+    assert per_block.snapshot() == one_by_one.snapshot()
+    assert one_by_one.series_overflowed == (1 if code != "431" else 5)

@@ -262,11 +262,14 @@ class MetricState:
         """A new failure label set beyond ``max_series``: counted in its overflow series, domain
         "other" and the codes' class values (a few per kind and category, whatever the cap)."""
         _, kind, code, enhanced, category = key
-        self.failures[(OVERFLOW_DOMAIN, kind, code if code == NO_VALUE else code_class(code),
-                       enhanced if enhanced == NO_VALUE else enhanced_class(enhanced),
-                       category)] += events
-        self.series_overflowed += events
-        if self.series_overflowed == events:
+        overflow = (OVERFLOW_DOMAIN, kind, code if code == NO_VALUE else code_class(code),
+                    enhanced if enhanced == NO_VALUE else enhanced_class(enhanced), category)
+        self.failures[overflow] += events
+        first = self.series_overflowed == 0
+        # a key that is its own overflow series ("other" with class codes) is one from now on:
+        # of ``events`` alike, only the first overflows
+        self.series_overflowed += 1 if overflow == key else events
+        if first:
             log.warning("more than %d bounce_failures_total series (limits.max_series): new label "
                         'sets are counted under domain="other" with their codes\' class values '
                         "(bounce_exporter_failure_series_overflow_events_total)", self.max_series)
