@@ -37,6 +37,12 @@ def found() -> list:
                             base.enhanced, rng.choice((base.text, "421 4.7.0 try later - gsmtp")),
                             rng.choice((None, "192.0.2.7", "[2001:db8::1]", "mx.other.example")))
         events.insert(index, odd)
+    for index in sorted(rng.sample(range(len(events)), 200), reverse=True):
+        base = events[index]  # deferrals without attempt (issue 13): never attempts nor streaks
+        events.insert(index, DeliveryEvent(
+            base.time, base.mta, base.queue_id, base.recipient, base.domain, "deferred",
+            base.code, base.enhanced, base.text, base.relay,
+            rng.choice(("retry_time_not_reached", "destination_suspended"))))
     events.insert(len(events) // 2, DeliveryEvent(float("inf"), "postfix", "Q", "a@b.example",
                                                   "b.example", "sent", "250", "2.0.0", "ok"))
     classifier = Classifier.load()
@@ -61,7 +67,7 @@ def counted(found: list, block_sizes: list[int] | None):
         assert start >= len(found)
     counters = state.snapshot()
     as_lists = [list(getattr(counters, name).items())
-                for name in ("attempts", "deliveries", "expired", "failures")]
+                for name in ("attempts", "deliveries", "expired", "failures", "without_attempt")]
     providers = [list(counters.providers.attempts.items()),
                  list(counters.providers.failures.items())]
     return (as_lists, providers, counters.labelled, counters.overflowed,
@@ -80,6 +86,7 @@ def test_blocks_count_what_events_one_by_one_count(found, seed):
     assert labelled == 151 and overflowed > 0 and series_overflowed > 0, "both caps bite"
     assert len(cleared) >= 5, "streaks are cleared (by delivery, by timeout)"
     assert one_by_one[9], "domains deferred in the last hour"
+    assert sum(count for _, count in one_by_one[0][4]) == 200, "deferrals without attempt"
 
 
 def test_classify_all_is_classify_of_each(found):
