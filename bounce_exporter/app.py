@@ -88,7 +88,8 @@ class Exporter:
                            in_flight=lambda: self.pipeline.in_flight(),
                            category=self._category, provider=self._provider,
                            queue=self.queue.reading)
-        self.pipeline = Pipeline(self.classifier, self.state, observers=[self.store.observe])
+        self.pipeline = Pipeline(self.classifier, self.state,
+                                 block_observers=[self.store.observe_block])
         self.keeper = StateKeeper(config.state_file, self.store)
         for source in expand_sources(config.sources, config.from_start):
             self._add_source(source)

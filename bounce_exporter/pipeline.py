@@ -45,6 +45,8 @@ LOGGED_SKIPS_PER_REASON = 10  # per source; later skips of the same reason are l
 NOTHING_UNDERSTOOD_LINES = 1000  # a source with no event in this many lines says so, once
 
 LineObserver = Callable[[int, DeliveryEvent, Classification], None]  # (line number, event, verdict)
+# told each block's (event, verdict) pairs, in order, once they are counted
+BlockObserver = Callable[[list[tuple[DeliveryEvent, Classification]]], None]
 
 
 @dataclass
@@ -82,10 +84,14 @@ class Pipeline:
     """Reads every source to its current end and counts what it finds."""
 
     def __init__(self, classifier: Classifier, state: MetricState,
-                 observers: list[Callable] | None = None, clock: Callable[[], float] = time.time):
+                 observers: list[Callable] | None = None, clock: Callable[[], float] = time.time,
+                 block_observers: list[BlockObserver] | None = None):
         self.classifier = classifier
         self.state = state
-        self.observers = observers or []  # called as observer(event, classification) under the lock
+        # called as observer(event, classification) under the lock, each after its event is
+        # counted: with them, events are counted one by one (else per block, state.record_block)
+        self.observers = observers or []
+        self.block_observers = block_observers or []  # observer(found) under the lock
         self.clock = clock
         self.feeds: list[Feed] = []
         self._logged: dict[tuple[str, str], int] = defaultdict(int)
@@ -262,9 +268,7 @@ class Pipeline:
         take its position (a plain list has none) as the feed's counted one (caller holds the
         state lock, and parsed under it). A numbered feed's events (``numbers``: their line
         numbers) go to its ``on_event`` too."""
-        classify = self.classifier.classify
-        found = [(event, classify(event.status, event.code, event.enhanced, event.text))
-                 for event in events]
+        found = self.classifier.classify_all(events)
         state = self.state
         fmt = feed.caps.detected()  # found while parsing these lines: shown with their counts
         stats = state.source(feed.source.name)
@@ -282,10 +286,15 @@ class Pipeline:
         feed.lines += lines
         feed.events += len(found)
         record, observers = state.record, self.observers
-        for event, classification in found:
-            record(event, classification)
-            for observe in observers:
-                observe(event, classification)
+        if observers:
+            for event, classification in found:
+                record(event, classification)
+                for observe in observers:
+                    observe(event, classification)
+        else:
+            state.record_block(found)
+        for observe_block in self.block_observers:
+            observe_block(found)
         if feed.on_event is not None and numbers is not None:
             for number, (event, classification) in zip(numbers, found):
                 feed.on_event(number, event, classification)

@@ -75,3 +75,27 @@ def test_domains_beyond_the_cap_are_counted_as_other():
     assert [(e.domain, e.deferrals) for e in recent.top()] == [
         (OVERFLOW, 2), ("a.example", 1), ("b.example", 1)]
     assert recent.domains() == 3
+
+
+def test_what_left_the_window_is_gone_whatever_the_order_of_deferrals():
+    """Pruning by minute: after each deferral (in and out of time order, past the domain cap),
+    every bucket is within the window, each domain's total is its buckets' sum, and the counts
+    are those of the deferrals a brute-force count keeps."""
+    import random
+
+    rng = random.Random(5)
+    recent = RecentDeferrals(max_domains=8)
+    kept: list[float] = []  # the times of the deferrals counted and not yet out of the window
+    for i in range(3000):
+        when = T0 + i * 7 - rng.choice((0, 0, 0, 90, 1800, 3700))
+        recent.observe(deferral(f"d{rng.randrange(12)}.example", when), SOFT)
+        first = int((recent.now - recent.window) // 60)
+        held = recent._domains
+        if when >= recent.now - recent.window:
+            kept.append(when)
+        kept = [t for t in kept if int(t // 60) >= first]
+        for entry in held.values():
+            assert entry.buckets and min(entry.buckets) >= first
+            assert entry.total == sum(entry.buckets.values())
+        assert sum(e.total for e in held.values()) == len(kept)
+    assert recent.domains() == 8 + 1 and OVERFLOW in held, "the cap bites: 8 and \"other\""

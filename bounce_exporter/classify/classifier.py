@@ -42,6 +42,7 @@ from bounce_exporter.classify.catalog import (
     parse_text_rules,
 )
 from bounce_exporter.errors import ConfigError
+from bounce_exporter.event import DeliveryEvent
 
 EXTRA_RULES_WHERE = "classification.text_rules"
 _CACHE_LIMIT = 4096  # distinct (code, enhanced) pairs remembered; real logs have a few dozen
@@ -145,6 +146,15 @@ class Classifier:
         if category is None:
             category = "expired" if status == "expired" else "other"
         return self._verdicts[kind, category]
+
+    def classify_all(self, events: Iterable[DeliveryEvent],
+                     ) -> list[tuple[DeliveryEvent, Classification]]:
+        """(event, ``classify`` of it) for each event, in order; an event of a status of no kind
+        (a delivery) gets its verdict without a call."""
+        classify, kinds, sent = self.classify, self._kinds, self._sent
+        return [(event, sent if kinds.get(event.status, "") is None
+                 else classify(event.status, event.code, event.enhanced, event.text))
+                for event in events]
 
     def _category(self, code: str | None, enhanced: str | None, text: str) -> str | None:
         """The first text rule's category, else the codes' (None: neither names a cause)."""

@@ -77,6 +77,14 @@ class ProviderTable:
                 return None
             host = host[dot + 1:]
 
+    def decides(self, relay: str | None) -> bool:
+        """True when ``of(relay, text, domain)`` depends on ``relay`` alone: a host name."""
+        if relay is None:
+            return False
+        if relay not in self._memo:
+            self.of(relay)
+        return self._memo[relay] is not None
+
     def of(self, relay: str | None, text: str = "", domain: str | None = None) -> str:
         """The provider label of an event: by relay host, reply markers, recipient domain."""
         if relay is not None:

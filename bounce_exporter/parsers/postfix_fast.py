@@ -37,7 +37,7 @@ class FastPostfixParser(PostfixParser):
         if records is None:  # empty, or not ending with a newline: the pure-Python way
             return super().parse_block(block, failed)
         events: list[DeliveryEvent] = []
-        pending, time_of, remember = self._pending, self._stamps.time_of, self._remember
+        pending, time_of, remember = self._pending.holds(), self._stamps.time_of, self._remember
         stamp_read = when = None  # the stamp last read by time_of, and its time
         for record in records:
             if len(record) == 12:
@@ -49,14 +49,14 @@ class FastPostfixParser(PostfixParser):
                 if when is not None:
                     event = DeliveryEvent(when, MTA, qid, recipient, domain, status, code,
                                           enhanced, text, relay, without_attempt(status, text))
-                    if status == "deferred" or qid in pending:
+                    if status == "deferred" or pending(qid):
                         remember(instance, event)
                     events.append(event)
                     continue
                 record = (start, end)  # no real time: the pure-Python way says why
             elif len(record) == 3:
                 qid, start, end = record
-                if qid is not None and qid not in pending:
+                if qid is not None and not pending(qid):
                     continue  # the usual case: nothing deferred is remembered for it
                 record = (start, end, None)
             stamp_read = None  # Python's parser reads stamps too: read the next one again

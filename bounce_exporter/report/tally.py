@@ -96,6 +96,11 @@ class SteppedState(MetricState):
         self.newest = max(self.newest, time)
         super().record(event, classification)
 
+    def record_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
+        """Event by event: a boundary may fall inside the block."""
+        for event, classification in found:
+            self.record(event, classification)
+
     def reach(self, time: float) -> None:
         """Call ``on_step`` for every boundary up to ``time``."""
         while self.next is not None and self.next <= time:

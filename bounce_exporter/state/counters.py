@@ -22,6 +22,7 @@ from bounce_exporter.classify.catalog import Catalog, packaged_catalog
 from bounce_exporter.classify.classifier import Classification
 from bounce_exporter.classify.providers import ProviderTable
 from bounce_exporter.event import DeliveryEvent
+from bounce_exporter.state.grouped import grouped
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ class DomainLabels:
         self._capped = 0  # domains given their own label that are not allow-listed
         self.overflowed_events = 0
 
-    def label(self, domain: str | None) -> str:
-        """The domain's label value, given it now if the cap allows; an event past the cap is
+    def label(self, domain: str | None, events: int = 1) -> str:
+        """The domain's label value, given it now if the cap allows; ``events`` past the cap are
         counted in ``overflowed_events``."""
         value = self._own(domain)
         if value is None:
-            self.overflowed_events += 1
+            self.overflowed_events += events
             return OVERFLOW_DOMAIN
         return value
 
@@ -165,18 +166,18 @@ class ProviderCounters:
             self.attempts[name] += 0
 
     def record(self, event: DeliveryEvent, classification: Classification,
-               codes: CodeLabels) -> None:
-        """Count one attempt (sent, deferred, bounced; an expiry is no attempt), its codes folded
-        as the domain series' are (``codes``): the provider label is bounded by the table, the
-        codes by the catalog."""
+               codes: CodeLabels, events: int = 1) -> None:
+        """Count one attempt (sent, deferred, bounced; an expiry is no attempt), or ``events``
+        alike, its codes folded as the domain series' are (``codes``): the provider label is
+        bounded by the table, the codes by the catalog."""
         status = event.status
         if status == "expired" or event.without_attempt is not None:
             return
         provider = self.table.of(event.relay, event.text, event.domain)
-        self.attempts[provider] += 1
+        self.attempts[provider] += events
         if status != "sent":
             self.failures[(provider, classification.kind or NO_VALUE, codes.code(event.code),
-                           codes.enhanced(event.enhanced), classification.category)] += 1
+                           codes.enhanced(event.enhanced), classification.category)] += events
 
     def snapshot(self) -> ProviderSnapshot:
         return ProviderSnapshot(dict(self.attempts), dict(self.failures))
@@ -229,41 +230,52 @@ class MetricState:
             for counter in (self.attempts, self.deliveries, self.expired):
                 counter[domain] += 0
 
-    def record(self, event: DeliveryEvent, classification: Classification) -> None:
-        """Count one delivery event (caller holds ``lock``)."""
-        self.providers.record(event, classification, self.codes)
+    def record(self, event: DeliveryEvent, classification: Classification,
+               events: int = 1) -> None:
+        """Count one delivery event, or ``events`` alike (caller holds ``lock``)."""
+        self.providers.record(event, classification, self.codes, events)
         domain = event.domain
         if domain not in self.domains._labelled:  # a domain with its own label is its label
-            domain = self.domains.label(domain)
+            domain = self.domains.label(domain, events)
         status = event.status
         if status == "expired":
-            self.expired[domain] += 1
+            self.expired[domain] += events
             return
         if event.without_attempt is not None:
-            self.without_attempt[(domain, event.without_attempt)] += 1
+            self.without_attempt[(domain, event.without_attempt)] += events
             return
-        self.attempts[domain] += 1
+        self.attempts[domain] += events
         if status == "sent":
-            self.deliveries[domain] += 1
+            self.deliveries[domain] += events
             return
         codes = self.codes
         key = (domain, classification.kind or NO_VALUE, codes.code(event.code),
                codes.enhanced(event.enhanced), classification.category)
         failures = self.failures
         if key in failures or len(failures) < self.max_series:
-            failures[key] += 1
+            failures[key] += events
         else:
-            self._overflow(key)
+            self._overflow(key, events)
 
-    def _overflow(self, key: tuple[str, str, str, str, str]) -> None:
+    def record_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
+        """Count a block's events, in order (caller holds ``lock``): what ``record`` of each
+        gives, counted once per group of events alike (``grouped``)."""
+        record = self.record
+        for event, classification, events in grouped(found, self.providers.table.decides):
+            record(event, classification, events)
+
+    def _overflow(self, key: tuple[str, str, str, str, str], events: int = 1) -> None:
         """A new failure label set beyond ``max_series``: counted in its overflow series, domain
         "other" and the codes' class values (a few per kind and category, whatever the cap)."""
         _, kind, code, enhanced, category = key
-        self.failures[(OVERFLOW_DOMAIN, kind, code if code == NO_VALUE else code_class(code),
-                       enhanced if enhanced == NO_VALUE else enhanced_class(enhanced),
-                       category)] += 1
-        self.series_overflowed += 1
-        if self.series_overflowed == 1:
+        overflow = (OVERFLOW_DOMAIN, kind, code if code == NO_VALUE else code_class(code),
+                    enhanced if enhanced == NO_VALUE else enhanced_class(enhanced), category)
+        self.failures[overflow] += events
+        first = self.series_overflowed == 0
+        # a key that is its own overflow series ("other" with class codes) is one from now on:
+        # of ``events`` alike, only the first overflows
+        self.series_overflowed += 1 if overflow == key else events
+        if first:
             log.warning("more than %d bounce_failures_total series (limits.max_series): new label "
                         'sets are counted under domain="other" with their codes\' class values '
                         "(bounce_exporter_failure_series_overflow_events_total)", self.max_series)

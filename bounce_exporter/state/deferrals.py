@@ -101,6 +101,33 @@ class DeferralTracker:
             if rule is not None:
                 self._extend(rule, event)
 
+    def observe_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
+        """``observe`` each (event, classification), in order, with the same outcome, calling it
+        only for the events that can change a streak: a delivery to a domain with one, a deferral
+        with a code, enhanced code or category some rule names. The others only move the clock:
+        the newest (finite) time of a run of them is ticked to at once before the next event
+        observed (the streaks they time out are cleared at their deadlines either way)."""
+        by_domain, codes, enhanced = self._by_domain, self._codes, self._enhanced
+        categories, observe = self._categories, self.observe
+        passed, newest = False, float("-inf")  # a run of events passed over, its newest time
+        for event, classification in found:
+            status, domain = event.status, event.domain
+            if domain and ((status == "sent" and domain in by_domain) or (
+                    status == "deferred" and (
+                        event.code in codes or event.enhanced in enhanced
+                        or (classification is not None
+                            and classification.category in categories)))):
+                if passed:
+                    self._tick(newest)
+                    passed, newest = False, float("-inf")
+                observe(event, classification)
+            else:
+                passed = True
+                if newest < event.time < math.inf:
+                    newest = event.time
+        if passed:
+            self._tick(newest)
+
     def advance(self, now: float) -> None:
         """Move the clock to wall-clock `now` (while tailing) and clear what timed out."""
         self._tick(now)

@@ -59,6 +59,7 @@ class RecentDeferrals:
         self.now = float("-inf")
         self._minute = -math.inf  # the minute of `now` at the last pruning
         self._domains: dict[str, _Domain] = {}
+        self._minutes: dict[int, set[str]] = {}  # minute number -> the domains with a bucket for it
 
     def observe(self, event: DeliveryEvent, classification: Classification) -> None:
         """Count a deferral (other statuses are ignored); caller holds the Store's lock."""
@@ -77,12 +78,22 @@ class RecentDeferrals:
             if entry is None:
                 entry = self._domains[domain] = _Domain({}, 0, when, None, None, "", "")
         minute = int(when // BUCKET_SECONDS)
-        entry.buckets[minute] = entry.buckets.get(minute, 0) + 1
+        held = entry.buckets.get(minute)
+        if held is None:
+            self._minutes.setdefault(minute, set()).add(domain)
+        entry.buckets[minute] = (held or 0) + 1
         entry.total += 1
         if when >= entry.last or entry.total == 1:
             entry.last, entry.code, entry.enhanced = when, event.code, event.enhanced
             entry.category, entry.text = classification.category, event.text
             entry.provider = self.provider(event)
+
+    def observe_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
+        """``observe`` each (event, classification), in order: only deferrals count."""
+        observe = self.observe
+        for event, classification in found:
+            if event.status == "deferred":
+                observe(event, classification)
 
     def advance(self, now: float) -> None:
         """Move the clock to wall-clock ``now`` and forget what left the window."""
@@ -108,12 +119,12 @@ class RecentDeferrals:
             self._prune()
 
     def _prune(self) -> None:
-        """Drop the buckets wholly before the window, and the domains left with none."""
+        """Drop the buckets wholly before the window, and the domains left with none (found by
+        minute: ``_minutes``)."""
         first = int((self.now - self.window) // BUCKET_SECONDS)
-        for domain in list(self._domains):
-            entry = self._domains[domain]
-            old = [minute for minute in entry.buckets if minute < first]
-            for minute in old:
+        for minute in [minute for minute in self._minutes if minute < first]:
+            for domain in self._minutes.pop(minute):
+                entry = self._domains[domain]
                 entry.total -= entry.buckets.pop(minute)
-            if not entry.buckets:
-                del self._domains[domain]
+                if not entry.buckets:
+                    del self._domains[domain]

@@ -92,6 +92,13 @@ class Store:
         self.tracker.observe(event, classification)
         self.recent.observe(event, classification)
 
+    def observe_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
+        """``observe`` of each (event, classification) of a block, in order (under the lock)."""
+        if any(event.without_attempt is not None for event, _ in found):
+            found = [item for item in found if item[0].without_attempt is None]
+        self.tracker.observe_block(found)
+        self.recent.observe_block(found)
+
     def saved(self) -> Saved:
         """The state file's content now (caller holds the lock)."""
         self._seq += 1
