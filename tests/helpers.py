@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bounce_exporter.app import Exporter
 from bounce_exporter.config import Config, load_config
+
+from .corpus import REPO
 
 T = TypeVar("T")
 
@@ -43,6 +47,37 @@ def exporters() -> Iterator[Callable[[Config], Exporter]]:
     finally:
         for exporter in started:
             exporter.shutdown()
+
+
+def die(exporter: Exporter) -> None:
+    """What kill -9 leaves: no shutdown code runs (nothing written after the last scrape)."""
+    exporter.server.shutdown()
+    exporter.server.server_close()
+    exporter.server = None
+    exporter.wakeup.stop()
+    exporter.pipeline.close()
+
+
+def start_serving(*args: str) -> tuple[subprocess.Popen, str]:
+    """A ``bounce-exporter serve`` process on a free loopback port with these arguments, once
+    it answers /-/healthy: (the process, its base URL). Its output is piped."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bounce_exporter", "serve", "--web.listen-address",
+         f"127.0.0.1:{port}", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        if process.poll() is not None:
+            raise AssertionError(f"exporter exited: {process.communicate()}")
+        try:
+            return http_get(base + "/-/healthy", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    wait_until(ready, what="the exporter to serve")
+    return process, base
 
 
 def free_port() -> int:

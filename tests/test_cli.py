@@ -15,7 +15,7 @@ import pytest
 from bounce_exporter import __version__
 
 from .corpus import CORPUS, REPO
-from .helpers import free_port, http_get, samples, value, wait_until
+from .helpers import http_get, samples, start_serving, value, wait_until
 
 REAL_LOG = CORPUS / "real" / "postfix-3min.log"
 
@@ -98,26 +98,10 @@ LOWERED_RULE = ("persistent_deferrals:\n  - {name: disk-full, match: {code: \"43
 
 
 def start_serve(tmp_path, log, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
     config = tmp_path / "config.yml"
     config.write_text(LOWERED_RULE)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bounce_exporter", "serve", "--config.file", str(config),
-         "--log.file", str(log), "--web.listen-address", f"127.0.0.1:{port}",
-         "--state.file", str(tmp_path / "state" / "state.json"), *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            raise AssertionError(f"exporter exited: {process.communicate()}")
-        try:
-            return http_get(base + "/-/healthy", timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    wait_until(ready, what="the exporter to serve")
-    return process, base
+    return start_serving("--config.file", str(config), "--log.file", str(log),
+                         "--state.file", str(tmp_path / "state" / "state.json"), *extra)
 
 
 def scrape(base: str) -> dict:

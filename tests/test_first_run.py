@@ -17,30 +17,10 @@ from bounce_exporter import app
 from bounce_exporter.config import default_sources, load_config
 
 from .corpus import CORPUS, REPO
-from .helpers import free_port, http_get, samples, value, wait_until
+from .helpers import http_get, samples, start_serving, value, wait_until
 
 REAL = CORPUS / "real"
 EXAMPLE = REPO / "config" / "example.yml"
-
-
-def exporter(tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bounce_exporter", "serve", "--web.listen-address",
-         f"127.0.0.1:{port}", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            raise AssertionError(f"exporter exited: {process.communicate()}")
-        try:
-            return http_get(base + "/-/healthy", timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    wait_until(ready, what="the exporter to serve")
-    return process, base
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -73,7 +53,7 @@ def test_serve_with_the_example_detects_exim_and_a_restart_says_what_the_saved_p
     state = tmp_path / "state.json"
     args = ("--config.file", str(EXAMPLE), "--log.file", str(log), "--state.file", str(state),
             "--log.from-start")
-    process, base = exporter(tmp_path, *args)
+    process, base = start_serving(*args)
     try:
         found = wait_until(lambda: (f := samples(http_get(base + "/metrics")[2])) and value(
             f, "bounce_exporter_lines_read_total", source=str(log)) == lines and f)
@@ -84,14 +64,14 @@ def test_serve_with_the_example_detects_exim_and_a_restart_says_what_the_saved_p
     assert f"INFO bounce_exporter.pipeline: {log}: log format detected: exim" in first
     assert not any("resuming" in line for line in first)
 
-    process, base = exporter(tmp_path, *args)  # the same command again: 0 lines, and why
+    process, base = start_serving(*args)  # the same command again: 0 lines, and why
     second = messages(stop(process))
     assert (f"INFO bounce_exporter.app: resuming at byte {size} of {log} (saved in {state}); "
             "--log.from-start does not apply") in second
 
 
 def test_serve_without_sources_logs_which_it_chose(tmp_path):
-    process, _ = exporter(tmp_path, "--state.file", str(tmp_path / "state.json"))
+    process, _ = start_serving("--state.file", str(tmp_path / "state.json"))
     logged = messages(stop(process))
     assert f"INFO bounce_exporter.app: {default_sources()[1]}" in logged
 
@@ -99,7 +79,7 @@ def test_serve_without_sources_logs_which_it_chose(tmp_path):
 def test_debug_logging_is_ours_only_not_watchdogs(tmp_path):
     log = tmp_path / "mail.log"
     log.write_text("")
-    process, base = exporter(tmp_path, "--log.file", str(log), "--state.file",
+    process, base = start_serving("--log.file", str(log), "--state.file",
                              str(tmp_path / "state.json"), "--log.level", "debug")
     try:
         for line in (REAL / "postfix-3min.log").read_text().splitlines(keepends=True)[:40]:

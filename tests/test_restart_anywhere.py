@@ -21,7 +21,7 @@ import pytest
 from bounce_exporter.app import Exporter
 
 from .corpus import CORPUS
-from .helpers import exporters, http_get, local_config, samples
+from .helpers import die, exporters, http_get, local_config, samples
 
 UNEXPOSED = 37  # lines lifetime 1 reads after its last scrape (read again by lifetime 2)
 RANDOM_CUTS = 5
@@ -36,15 +36,6 @@ def scrape(exporter: Exporter) -> Counter:
                                      for k, v in labels)): value
                     for (name, labels), value in samples(body).items()
                     if name.endswith("_total") and not name.startswith("process_") and value})
-
-
-def die(exporter: Exporter) -> None:
-    """What kill -9 leaves: no shutdown code runs (nothing written after the last scrape)."""
-    exporter.server.shutdown()
-    exporter.server.server_close()
-    exporter.server = None
-    exporter.wakeup.stop()
-    exporter.pipeline.close()
 
 
 def cuts(mta: str, lines: list[bytes]) -> list[int]:

@@ -22,7 +22,16 @@ from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.position import Position
 
 from .corpus import REPO
-from .helpers import exporters, free_port, http_get, local_config, samples, value, wait_until
+from .helpers import (
+    die,
+    exporters,
+    free_port,
+    http_get,
+    local_config,
+    samples,
+    value,
+    wait_until,
+)
 
 SENT = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q:06X}: to=<u{q}@ok.example>, "
         "relay=x[1.2.3.4]:25, delay=0.02, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as F{q})\n")
@@ -70,15 +79,6 @@ def read_scrape_and_stop(exporter: Exporter) -> float:
     exposed = delivered(scrape(exporter))
     exporter.shutdown()
     return exposed
-
-
-def die(exporter: Exporter) -> None:
-    """What kill -9 leaves: no shutdown code runs (nothing written after the last scrape)."""
-    exporter.server.shutdown()
-    exporter.server.server_close()
-    exporter.server = None
-    exporter.wakeup.stop()
-    exporter.pipeline.close()
 
 
 def test_lines_written_while_down_are_read_once_and_counters_start_from_zero(tmp_path, lifetimes):
@@ -502,11 +502,7 @@ def test_a_first_start_writes_its_starting_position_at_once(tmp_path):
         first = start(local_config(tmp_path, log_files=[str(log)]))
         saved = json.loads((tmp_path / "state.json").read_text())
         assert saved["positions"][str(log)]["offset"] == log.stat().st_size
-        first.server.shutdown()  # kill -9: nothing more runs
-        first.server.server_close()
-        first.server = None
-        first.wakeup.stop()
-        first.pipeline.close()
+        die(first)  # kill -9: nothing more runs
     writer.write(2)  # while down
     with exporters() as start:
         second = start(local_config(tmp_path, log_files=[str(log)]))
