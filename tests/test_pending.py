@@ -8,9 +8,10 @@ import pytest
 
 from bounce_exporter.parsers.exchange import ExchangeParser
 from bounce_exporter.parsers.exim import EximParser
+from bounce_exporter.parsers.ledger import MAX_MESSAGES as MAX_PENDING_MESSAGES
 from bounce_exporter.parsers.opensmtpd import OpenSMTPDParser
 from bounce_exporter.parsers.pending import PendingMessages
-from bounce_exporter.parsers.postfix import MAX_PENDING_MESSAGES, PostfixParser
+from bounce_exporter.parsers.postfix import PostfixParser
 from bounce_exporter.parsers.sendmail import SendmailParser
 
 LOGGER = "bounce_exporter.parsers.pending"

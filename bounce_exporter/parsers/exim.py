@@ -58,7 +58,6 @@ from bounce_exporter.parsers.reply import reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "exim"
-MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 RETRY_ERRNOS = frozenset({-52, -53, -54})  # ERRNO_RRETRY, ERRNO_LRETRY, ERRNO_HRETRY
 RETRY_TIME_NOT_REACHED = "retry_time_not_reached"  # the reason of its deferrals without attempt
 
@@ -129,7 +128,7 @@ class EximParser(LedgerParser):
     not_attempt_reasons = ("retry_not_reached", "blackholed")
 
     def __init__(self, reference: float | None = None, *,
-                 max_pending: int = MAX_PENDING_MESSAGES):
+                 max_pending: int = MAX_MESSAGES):
         self._stamps = StampReader(reference)
         self._stamp_key: tuple[str, str | None] | None = None
         self._stamp_value = 0.0

@@ -59,7 +59,6 @@ from bounce_exporter.parsers.syslog import StampReader, parse_header
 MTA = "opensmtpd"
 NO_SESSION = "0000000000000000"
 DESTINATION_SUSPENDED = "destination_suspended"  # the reason of its deferrals without attempt
-MAX_PENDING_ENVELOPES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 MAX_SESSIONS = 10_000
 MAX_DOMAINS_AT = 2  # domains remembered per server address: two already make it shared
 STATUS_OF = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced",
@@ -107,7 +106,7 @@ class OpenSMTPDParser(LedgerParser):
     not_attempt_reasons = ("tempfail_without_session",)
 
     def __init__(self, reference: float | None = None, *,
-                 max_pending: int = MAX_PENDING_ENVELOPES):
+                 max_pending: int = MAX_MESSAGES):
         self._stamps = StampReader(reference)
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._held: tuple[str, DeliveryEvent] | None = None  # (session id, its error's event)

@@ -39,7 +39,6 @@ from bounce_exporter.parsers.syslog import STAMP, StampReader, parse_header
 MTA = "postfix"
 DELIVERY_AGENTS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard"})
 STATUS_OF = {"sent": "sent", "deferred": "deferred", "SOFTBOUNCE": "deferred", "bounced": "bounced"}
-MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 SUSPENDED = "delivery temporarily suspended: "
 DESTINATION_SUSPENDED = "destination_suspended"  # the reason of its deferrals without attempt
 
@@ -86,7 +85,7 @@ class PostfixParser(LedgerParser):
     not_attempt_reasons: tuple[str, ...] = ()
 
     def __init__(self, reference: float | None = None, *,
-                 max_pending: int = MAX_PENDING_MESSAGES):
+                 max_pending: int = MAX_MESSAGES):
         self._stamps = StampReader(reference)
         # queue id -> {"syslog-name recipient": waiting}, oldest message first. Keyed by queue
         # id alone so that a ": removed" line is checked without reading its header.

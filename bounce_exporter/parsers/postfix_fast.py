@@ -16,8 +16,8 @@ from types import ModuleType
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import Failed
+from bounce_exporter.parsers.ledger import MAX_MESSAGES
 from bounce_exporter.parsers.postfix import (
-    MAX_PENDING_MESSAGES,
     MTA,
     PostfixParser,
     without_attempt,
@@ -28,7 +28,7 @@ class FastPostfixParser(PostfixParser):
     """``PostfixParser`` whose ``parse_block`` uses the compiled scan ``scanner``."""
 
     def __init__(self, reference: float | None = None, *,
-                 max_pending: int = MAX_PENDING_MESSAGES, scanner: ModuleType):
+                 max_pending: int = MAX_MESSAGES, scanner: ModuleType):
         super().__init__(reference, max_pending=max_pending)
         self._scan = scanner.scan
 

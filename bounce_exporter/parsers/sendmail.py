@@ -36,7 +36,6 @@ from bounce_exporter.parsers.reply import DSN_FIELD, reply_at
 from bounce_exporter.parsers.syslog import StampReader, parse_header
 
 MTA = "sendmail"
-MAX_PENDING_MESSAGES = MAX_MESSAGES  # the ledger's default cap (limits.max_pending_messages)
 MAX_EXPIRED_REMEMBERED = 10_000
 
 _DELIVERY = re.compile(r"(?P<qid>[^\s:]+): to=(?P<to>.*?)(?:, [a-z]+=|$)", re.DOTALL)
@@ -62,7 +61,7 @@ class SendmailParser(LedgerParser):
     not_attempt_reasons = ("queued_only",)
 
     def __init__(self, reference: float | None = None, *,
-                 max_pending: int = MAX_PENDING_MESSAGES):
+                 max_pending: int = MAX_MESSAGES):
         self._stamps = StampReader(reference)
         # queue id -> {recipient: last deferral event}, oldest message first
         self._pending = Ledger(max_pending, name=MTA)
