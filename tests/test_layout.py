@@ -8,6 +8,7 @@ for a change from ``ls``; these tests keep it so.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 from .corpus import REPO
@@ -64,6 +65,15 @@ def test_the_top_level_lists_the_stages_and_a_handful_of_modules():
     top_modules = [name for name in listing if name.endswith(".py")]
     assert packages == sorted(STAGES)
     assert len(top_modules) <= 7, top_modules
+
+
+def test_every_package_is_installed():
+    """``pip install .`` installs the packages pyproject.toml lists: a package left out works in
+    the source tree (where the tests run) and is missing once installed (``report`` was)."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(path.parent.relative_to(REPO).parts) for path in PACKAGE.rglob("__init__.py")}
+    assert found - listed == set()
 
 
 def test_imports_go_only_to_the_same_or_an_earlier_stage():
