@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domains", type=int, default=1_000_000)
     parser.add_argument("--step", type=int, default=100_000)
     parser.add_argument("--max-pending", type=int, default=None, metavar="N",
-                        help="limits.max_pending_messages (default: the exporter's, 100,000)")
+                        help="limits.max_pending_messages (default: the exporter's, 40,000)")
     parser.add_argument("--trace", action="store_true",
                         help="print the memory held at the end per module (tracemalloc; slower)")
     args = parser.parse_args(argv)

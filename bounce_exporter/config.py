@@ -17,7 +17,7 @@ Every problem found is collected and reported together (``ConfigError``), each n
     limits:
       max_domains: 500             # distinct domain label values; later domains count as "other"
       max_series: 10000            # bounce_failures_total series; later label sets: overflow series
-      max_pending_messages: 100000 # messages in flight each source's ledger keeps (the oldest go)
+      max_pending_messages: 40000  # messages in flight each source's ledger keeps (the oldest go)
       domain_allowlist: []         # domains that always get their own series
       max_line_bytes: 65536        # longer lines are skipped and counted
     state_file: /var/lib/bounce-exporter/state.json   # default: default_state_file()

@@ -146,9 +146,10 @@ class Pipeline:
                 if feed.counted is not None}
 
     def parser_states(self) -> dict[str, dict]:
-        """Each source's parser state as of its counted position, JSON-ready (caller holds the
-        state lock: parsing happens under it, so state and position match)."""
-        return {feed.source.name: feed.parser.state() for feed in self.feeds
+        """Each source's parser state as of its counted position, as a snapshot keeps it
+        (``saved_state``: a ledger frozen, encoded when the state file is written; caller holds
+        the state lock: parsing happens under it, so state and position match)."""
+        return {feed.source.name: feed.caps.saved_state() for feed in self.feeds
                 if feed.counted is not None}
 
     def in_flight(self) -> list[LedgerView]:

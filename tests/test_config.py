@@ -35,7 +35,7 @@ def test_file_then_flags(tmp_path):
     assert config.listen_address == "127.0.0.1:1"
     assert (config.max_domains, config.domain_allowlist) == (20, ("gmail.com",))
     assert config.max_series == 300
-    assert config.max_pending_messages == 100_000  # the ledger's default
+    assert config.max_pending_messages == 40_000  # the ledger's default
 
 
 def test_every_problem_is_reported_at_once(tmp_path):

@@ -137,3 +137,44 @@ def test_the_recipients_of_one_message_are_bounded_and_the_rest_counted(caplog):
     assert [r.getMessage() for r in caplog.records] == [(
         "test: message Q1 has more than 1000 recipients deferred; the others are not remembered "
         "(counted in bounce_exporter_pending_messages_evicted_total)")]
+
+
+def test_a_frozen_ledger_keeps_its_moment_while_the_ledger_goes_on():
+    """A snapshot's ledger is references, not a copy: every later change (a new deferral of a
+    held recipient, a new recipient, a delivery, an expiry, a hold) must leave it as it was."""
+    ledger = Ledger(10)
+    ledger.defer("Q1", "a@x.example", deferral(100.0, "Q1", "a@x.example"))
+    ledger.defer("Q1", "b@x.example", deferral(100.0, "Q1", "b@x.example"))
+    ledger.defer("Q2", "c@y.example", deferral(101.0, "Q2", "c@y.example"))
+    ledger.defer("Q3", "d@y.example", deferral(101.0, "Q3", "d@y.example"))
+    before = json.loads(json.dumps(ledger.to_state()))
+    frozen = ledger.frozen()
+    assert frozen == ledger.frozen()  # nothing changed between them
+    ledger.defer("Q1", "a@x.example", deferral(200.0, "Q1", "a@x.example", code="452"))
+    ledger.defer("Q1", "e@x.example", deferral(200.0, "Q1", "e@x.example"))
+    ledger.hold("Q2", "f@y.example", deferral(200.0, "Q2", "f@y.example"))
+    assert ledger.forget("Q1", "b@x.example").recipient == "b@x.example"
+    assert [e.recipient for e in ledger.take("Q3")] == ["d@y.example"]
+    assert frozen != ledger.frozen()
+    assert frozen.to_state() == before
+    assert json.loads("".join(frozen.json_chunks())) == before
+    assert [(w.first, w.attempts, w.last.code) for w in ledger.waiting()] == [
+        (100.0, 2, "452"), (200.0, 1, "431"), (101.0, 1, "431"), (200.0, 0, "431")]
+
+
+def test_a_frozen_ledger_is_encoded_as_its_state_in_batches_and_let_go_once_written(tmp_path):
+    from bounce_exporter.persistence.statefile import encode_state, read_state, write_state
+
+    ledger = Ledger(5000)
+    for n in range(2345):  # more than two batches
+        ledger.defer(f"Q{n}", f"r{n}@x.example", deferral(100.0 + n, f"Q{n}", f"r{n}@x.example"))
+    data = {"version": 1, "parsers": {"mail.log": {"mta": "postfix", "ledger": ledger.frozen()}}}
+    plain = {"version": 1, "parsers": {"mail.log": {"mta": "postfix", "ledger": ledger.to_state()}}}
+    assert "".join(encode_state(data)) == json.dumps(plain, separators=(",", ":"), sort_keys=True)
+    write_state(tmp_path / "state.json", data)
+    assert read_state(tmp_path / "state.json") == json.loads(json.dumps(plain))
+    frozen = data["parsers"]["mail.log"]["ledger"]
+    frozen.release()
+    assert frozen == ledger.frozen()  # what it names stays
+    with pytest.raises(RuntimeError):
+        frozen.to_state()

@@ -82,6 +82,15 @@ class InFlightParser(Parser, Protocol):
 
 
 @runtime_checkable
+class SnapshotParser(Parser, Protocol):
+    def saved_state(self) -> dict:
+        """``state()`` as a snapshot keeps it until the state file is written: parts of it may be
+        frozen views (a ledger's ``FrozenLedger``: references, not copies) that the state file
+        encodes with their ``json_chunks()``, and that compare equal when nothing changed."""
+        ...
+
+
+@runtime_checkable
 class ReasonedParser(Parser, Protocol):
     @property
     def not_understood_reasons(self) -> tuple[str, ...]: ...
@@ -141,6 +150,7 @@ class Capabilities:
     not_attempt_reasons: tuple[str, ...] = ()
     in_flight: Callable[[], LedgerView] | None = None  # the ledger's view (InFlightParser)
     detected: Callable[[], str | None] = lambda: None  # the format read now: the parser's own, or detected
+    saved_state: Callable[[], dict] = dict  # the state a snapshot keeps (SnapshotParser, else state)
 
 
 def capabilities(parser: Parser) -> Capabilities:
@@ -158,6 +168,7 @@ def capabilities(parser: Parser) -> Capabilities:
         not_attempt_reasons=tuple(parser.not_attempt_reasons)
         if isinstance(parser, ReasonedParser) else (),
         in_flight=parser.in_flight if isinstance(parser, InFlightParser) else None,
+        saved_state=parser.saved_state if isinstance(parser, SnapshotParser) else parser.state,
     )
 
 

@@ -146,6 +146,12 @@ class AutoParser(ParserBase):
         return {"mta": "auto", "format": self.format,
                 "delegate": delegate.state() if delegate is not None else None}
 
+    def saved_state(self) -> dict:
+        """``state()`` as a snapshot keeps it: the delegate's own ``saved_state``."""
+        caps = self._caps
+        return {"mta": "auto", "format": self.format,
+                "delegate": caps.saved_state() if caps is not None else None}
+
     def restore(self, state: dict) -> None:
         """Carry on with a saved choice and its parser's state (one not right is ignored)."""
         found, saved = state.get("format"), state.get("delegate")

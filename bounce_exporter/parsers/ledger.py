@@ -16,9 +16,12 @@ so that a restart anywhere carries on as one continuous read would.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bounce_exporter.event import STATUSES, DeliveryEvent
 from bounce_exporter.parsers.pending import PendingMessages
@@ -27,16 +30,16 @@ from bounce_exporter.parsers.syslog import StampReader
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-MAX_MESSAGES = 100_000  # messages in flight per source by default (limits.max_pending_messages)
+MAX_MESSAGES = 40_000  # messages in flight per source by default (limits.max_pending_messages)
 # recipients remembered per message at most (Postfix's smtpd_recipient_limit): a message that a
 # remote server defers for more is not allowed to grow the ledger without bound; the others are
 # counted with the evictions and logged once
 MAX_RECIPIENTS = 1000
 
 
-@dataclass(slots=True)
-class Waiting:
-    """One recipient whose latest outcome is a deferral."""
+class Waiting(NamedTuple):
+    """One recipient whose latest outcome is a deferral (immutable: a new deferral makes a new
+    one, so that a snapshot can hold the old one while reading goes on)."""
 
     first: float  # log time of its first deferral
     attempts: int  # deferrals so far that were attempts (0: only deferred without attempt yet)
@@ -46,15 +49,26 @@ class Waiting:
 LedgerView = list[tuple[str, dict[str, Waiting]]]  # (message, its waiting recipients), oldest first
 
 
-class Ledger:
-    """Messages in flight of one source, at most ``cap`` of them (oldest dropped first)."""
+_LEDGERS = itertools.count(1)  # each ledger's own number: part of what names its changes
 
-    __slots__ = ("_cut_logged", "_messages")
+
+class Ledger:
+    """Messages in flight of one source, at most ``cap`` of them (oldest dropped first).
+
+    A message's recipients are a dict that is never changed once held: a change stores a new one
+    (and ``Waiting`` is immutable). So ``frozen()`` is a copy of references only, which a
+    snapshot keeps and the state file encodes later, while reading goes on; the ledger is never
+    held twice in memory. ``_changes`` counts the changes, so that two frozen states of one
+    ledger are the same when no change came between them."""
+
+    __slots__ = ("_changes", "_cut_logged", "_id", "_messages")
 
     def __init__(self, cap: int, *, name: str = "", refresh: bool = False):
         self._messages: PendingMessages[str, dict[str, Waiting]] = PendingMessages(
             cap, name=name, refresh=refresh)
         self._cut_logged = False
+        self._id = next(_LEDGERS)
+        self._changes = 0
 
     @property
     def evicted(self) -> int:
@@ -75,17 +89,15 @@ class Ledger:
         """A deferral of ``recipient`` (a key: the address, or what the parser needs) of
         ``message``: remembered, its first time and count kept."""
         recipients = self._messages.get(message)
-        if recipients is None:
-            recipients = {}
-        held = recipients.get(recipient)
-        if held is None and len(recipients) >= MAX_RECIPIENTS:
+        held = recipients.get(recipient) if recipients is not None else None
+        if held is None and recipients is not None and len(recipients) >= MAX_RECIPIENTS:
             self._cut(message)
             return
-        if held is None:
-            recipients[recipient] = Waiting(event.time, 1, event)
-        else:
-            held.attempts += 1
-            held.last = event
+        recipients = {} if recipients is None else recipients.copy()
+        event = kept(event)
+        recipients[recipient] = Waiting(event.time, 1, event) if held is None \
+            else Waiting(held.first, held.attempts + 1, event)
+        self._changes += 1
         self._messages.remember(message, recipients)  # keeps its place (or refreshes it)
 
     def _cut(self, message: str) -> None:
@@ -103,13 +115,13 @@ class Ledger:
         now on if it was not yet (no attempt counted), else nothing changes (its last reply
         stays the last server's)."""
         recipients = self._messages.get(message)
-        if recipients is None:
-            recipients = {}
-        if recipient not in recipients:
-            if len(recipients) >= MAX_RECIPIENTS:
+        if recipients is None or recipient not in recipients:
+            if recipients is not None and len(recipients) >= MAX_RECIPIENTS:
                 self._cut(message)
                 return
-            recipients[recipient] = Waiting(event.time, 0, event)
+            recipients = {} if recipients is None else recipients.copy()
+            recipients[recipient] = Waiting(event.time, 0, kept(event))
+        self._changes += 1  # a new recipient, or the message's place (a ledger that refreshes)
         self._messages.remember(message, recipients)
 
     def recipients(self, message: str) -> list[DeliveryEvent]:
@@ -119,12 +131,17 @@ class Ledger:
     def forget(self, message: str, recipient: str) -> DeliveryEvent | None:
         """``recipient`` is done (delivered, bounced, expired): its last deferral, if any."""
         recipients = self._messages.get(message)
-        if recipients is None:
+        held = recipients.get(recipient) if recipients is not None else None
+        if held is None:
             return None
-        held = recipients.pop(recipient, None)
-        if not recipients:
+        self._changes += 1
+        if len(recipients) == 1:
             self._messages.pop(message)
-        return held.last if held is not None else None
+        else:
+            recipients = recipients.copy()
+            del recipients[recipient]
+            self._messages.replace(message, recipients)
+        return held.last
 
     def take(self, message: str, where: str | None = None) -> list[DeliveryEvent]:
         """The message is done: forget its recipients (those whose key starts with ``where``, if
@@ -132,11 +149,15 @@ class Ledger:
         recipients = self._messages.get(message)
         if recipients is None:
             return []
-        keys = [k for k in recipients if where is None or k.startswith(where)]
-        taken = [recipients.pop(k).last for k in keys]
-        if not recipients:
+        rest = {k: w for k, w in recipients.items() if where is not None and not k.startswith(where)}
+        if len(rest) == len(recipients):
+            return []
+        self._changes += 1
+        if rest:
+            self._messages.replace(message, rest)
+        else:
             self._messages.pop(message)
-        return taken
+        return [w.last for k, w in recipients.items() if k not in rest]
 
     def view(self) -> LedgerView:
         """The messages now, oldest first (references: read them under the state lock)."""
@@ -155,18 +176,21 @@ class Ledger:
         """JSON-ready: the messages oldest first, each recipient with its first time, count and
         last deferral. (``evicted`` is saved for people reading the file; a restart counts
         evictions from 0 again, like every counter.)"""
-        messages = []
-        for message in self._messages:
-            recipients = self._messages.get(message) or {}
-            messages.append([message, [[key, w.first, w.attempts, event_to_state(w.last)]
-                                       for key, w in recipients.items()]])
-        return {"version": STATE_VERSION, "evicted": self._messages.evicted,
-                "messages": messages}
+        return self.frozen().to_state()
+
+    def frozen(self) -> FrozenLedger:
+        """The ledger now, for a snapshot: references only (see the class docstring)."""
+        pending = self._messages
+        return FrozenLedger(pending.frozen(), pending.evicted,
+                            (self._id, self._changes, pending.evicted))
 
     def load_state(self, state: object) -> int:
         """Replace what is held with a saved state; entries that are not right are skipped (and
         counted in the return value), never raised."""
         self._messages.clear()
+        self._changes += 1
+        if isinstance(state, FrozenLedger):  # a snapshot's, in memory (tools, tests)
+            state = state.to_state()
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             return 1 if state is not None else 0
         messages = state.get("messages")
@@ -186,6 +210,61 @@ class Ledger:
         return skipped
 
 
+class FrozenLedger:
+    """A ledger as of a snapshot: its messages (references to what never changes) and the name
+    of its changes (``token``). Encoded as ``Ledger.to_state`` would be, a batch of messages at a
+    time (``json_chunks``), never built whole; two are equal when they name the same changes of
+    the same ledger. ``release()`` drops the messages once they are written: the token stays, to
+    tell whether the next snapshot saves anything new."""
+
+    __slots__ = ("_messages", "evicted", "token")
+
+    BATCH = 1000  # messages encoded at a time
+
+    def __init__(self, messages: dict[str, dict[str, Waiting]], evicted: int, token: tuple):
+        self._messages: dict[str, dict[str, Waiting]] | None = messages
+        self.evicted = evicted
+        self.token = token
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FrozenLedger) and self.token == other.token
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FrozenLedger(token={self.token!r})"
+
+    def _held(self) -> dict[str, dict[str, Waiting]]:
+        if self._messages is None:
+            raise RuntimeError("a released FrozenLedger has no messages (it was written)")
+        return self._messages
+
+    def to_state(self) -> dict:
+        """``Ledger.to_state()`` as of the snapshot (JSON-ready, built whole)."""
+        return {"version": STATE_VERSION, "evicted": self.evicted,
+                "messages": [_message_to_state(m, r) for m, r in self._held().items()]}
+
+    def json_chunks(self) -> Iterator[str]:
+        """The compact JSON text of ``to_state()`` (keys sorted), in pieces."""
+        items = iter(self._held().items())
+        yield '{"evicted":%d,"messages":[' % self.evicted
+        separator = ""
+        while batch := list(itertools.islice(items, self.BATCH)):
+            text = json.dumps([_message_to_state(m, r) for m, r in batch],
+                              separators=(",", ":"), allow_nan=False)
+            yield separator + text[1:-1]
+            separator = ","
+        yield '],"version":%d}' % STATE_VERSION
+
+    def release(self) -> None:
+        self._messages = None
+
+
+def _message_to_state(message: str, recipients: dict[str, Waiting]) -> list:
+    return [message, [[key, w.first, w.attempts, event_to_state(w.last)]
+                      for key, w in recipients.items()]]
+
+
 class LedgerParser:
     """What the parsers with a ledger and syslog-style stamps share: their state
     (``state``/``restore``: stamps, ledger, and what ``_more_state`` adds) and the ledger's
@@ -197,8 +276,15 @@ class LedgerParser:
 
     def state(self) -> dict:
         """Parser state (JSON-ready), to be saved beside the read position it belongs to."""
-        return {"mta": self.mta, "stamps": self._stamps.to_state(),
-                "ledger": self._pending.to_state(), **self._more_state()}
+        return self._state(self._pending.to_state())
+
+    def saved_state(self) -> dict:
+        """``state()`` as a snapshot keeps it: the ledger frozen (``FrozenLedger``)."""
+        return self._state(self._pending.frozen())
+
+    def _state(self, ledger: dict | FrozenLedger) -> dict:
+        return {"mta": self.mta, "stamps": self._stamps.to_state(), "ledger": ledger,
+                **self._more_state()}
 
     def restore(self, state: dict) -> None:
         """Carry on from a saved ``state()`` (one of another MTA's parser is ignored)."""
@@ -222,6 +308,20 @@ class LedgerParser:
     def pending_evictions(self) -> int:
         """Messages with a pending deferral forgotten because the ledger was full."""
         return self._pending.evicted
+
+
+def kept(event: DeliveryEvent) -> DeliveryEvent:
+    """The event as the ledger keeps it: equal, its reply codes shared (``sys.intern``: a few
+    hundred values across every message; an interned string lives only as long as something
+    holds it, so remote text cannot grow it for ever). Domain, relay and text are left alone:
+    in a flood of distinct ones, interning costs more than it shares."""
+    code, enhanced = event.code, event.enhanced
+    if code is None and enhanced is None:
+        return event
+    intern = sys.intern
+    return DeliveryEvent(event.time, event.mta, event.queue_id, event.recipient, event.domain,
+                         event.status, code and intern(code), enhanced and intern(enhanced),
+                         event.text, event.relay, event.without_attempt)
 
 
 def event_to_state(event: DeliveryEvent) -> list:

@@ -53,6 +53,14 @@ class PendingMessages(Generic[K, V]):
                     "%s: more than %d queue ids with a pending deferral; forgetting the oldest "
                     "(their expiry will not name their recipients)", self.name or "parser", self.cap)
 
+    def replace(self, key: K, value: V) -> None:
+        """A new value for a key held, in its place (never refreshed, never counted new)."""
+        self._entries[key] = value
+
+    def frozen(self) -> dict[K, V]:
+        """The entries now, oldest first: a copy of the references."""
+        return dict(self._entries)
+
     def get(self, key: K, default: D | None = None) -> V | D | None:
         return self._entries.get(key, default)
 

@@ -19,6 +19,9 @@ counted again).
 - At start a snapshot of the starting point (saved positions, or where the tailer began) is taken
   and written at once: a first start that ends (or is killed) before its first scrape resumes
   where it began, not at the file's end again.
+- A snapshot holds each parser's ledger frozen (references, never a second copy), encoded as the
+  file is written and let go once it is (``release_streamed``): only what tells whether the next
+  snapshot saves anything new stays.
 - A snapshot that saves what the file holds already (the deferral tracker's clock aside: it is
   moved on by the wall clock at each loop) is not written again: a scrape of an unchanged state
   writes 0 bytes (``same_but_the_clock``).
@@ -39,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bounce_exporter.persistence.statefile import read_state, write_state
+from bounce_exporter.persistence.statefile import read_state, release_streamed, write_state
 from bounce_exporter.sources.journal import JournalCursor
 from bounce_exporter.sources.position import Position
 from bounce_exporter.state.store import STATE_VERSION, Saved, Snapshot, Store
@@ -157,6 +160,7 @@ class StateKeeper:
                 log.info("state saved to %s again", self.path)
                 self._failing = False
             self._written, self._on_disk = taken, snapshot
+            release_streamed(snapshot)  # the ledger's messages: the file holds them now
             return True
 
     @property

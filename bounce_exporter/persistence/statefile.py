@@ -6,6 +6,9 @@ does the I/O.
   write, flush, fsync, rename over the target, fsync the directory. On any failure the temporary
   file is removed, the previous state file is left as it was, and the OSError reaches the caller
   (which counts it and retries at the next save).
+- what is written: JSON-ready values, and objects that encode themselves (``Streamed``: a
+  parser's frozen ledger), whose pieces are written as they come, so that a snapshot never holds
+  the ledger twice. ``release_streamed`` drops their content once written.
 - read: a missing file is a first start ({}); a file that cannot be read or parsed is logged as a
   warning and treated as empty, never raised: losing the state only costs some history.
 """
@@ -17,9 +20,50 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger("bounce_exporter.persistence.statefile")
+
+
+@runtime_checkable
+class Streamed(Protocol):
+    """A value of the state that writes its own JSON text, in pieces."""
+
+    def json_chunks(self) -> Iterator[str]: ...
+
+    def release(self) -> None:
+        """Written: what it holds for the writing may go (what it is equal to stays)."""
+        ...
+
+
+def encode_state(data: dict) -> Iterator[str]:
+    """The compact JSON text of ``data`` (keys sorted), in pieces: a mapping is walked, a
+    ``Streamed`` value writes itself, anything else is encoded whole."""
+    if isinstance(data, Streamed):
+        yield from data.json_chunks()
+        return
+    if not isinstance(data, dict):
+        yield json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        return
+    separator = "{"
+    for key in sorted(data):
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        yield separator + json.dumps(key) + ":"
+        yield from encode_state(data[key])
+        separator = ","
+    yield "}" if separator == "," else "{}"
+
+
+def release_streamed(data: object) -> None:
+    """``release()`` every ``Streamed`` value of ``data`` (walking its mappings)."""
+    if isinstance(data, Streamed):
+        data.release()
+    elif isinstance(data, dict):
+        for value in data.values():
+            release_streamed(value)
 
 
 def write_state(path: str | os.PathLike[str], data: dict) -> None:
@@ -35,9 +79,9 @@ def write_state(path: str | os.PathLike[str], data: dict) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:
             # written as it is encoded, never held whole: a ledger of 100,000 messages is 35 MB
-            # of text, twice that as a string and its encoding. Compact: the state is written at
-            # each scrape, and with 10,000 streaks indenting costs 3x
-            json.dump(data, tmp, separators=(",", ":"), sort_keys=True, allow_nan=False)
+            # of text, twice that as a string and its encoding (encode_state: a ledger a batch
+            # of messages at a time). Compact: with 10,000 streaks indenting costs 3x
+            tmp.writelines(encode_state(data))
             tmp.write("\n")
             tmp.flush()
             os.fsync(tmp.fileno())
