@@ -26,6 +26,7 @@ from .helpers import (
     free_port,
     http_get,
     local_config,
+    read_to_end,
     samples,
     start_serving,
     value,
@@ -85,18 +86,6 @@ def read_terminal(leader: int, until: re.Pattern, timeout: float = 60.0) -> byte
         if select.select([leader], [], [], 0.5)[0]:
             drawn += os.read(leader, 65536)
     return drawn
-
-
-def read_to_end(leader: int) -> bytes:
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal's other end is closed: all read
-            return drawn
-        if not chunk:
-            return drawn
-        drawn += chunk
 
 
 def test_a_resumed_position_catches_up_on_its_backlog_only_across_a_rotation(tmp_path):
