@@ -70,9 +70,11 @@ def catch_up_progress(feeds: list[Feed], err: TextIO | None = None) -> Callable[
     first read of every source is done (after the read loop's first turn): the last frame, kept,
     and the hooks removed; later calls do nothing."""
     err = sys.stderr if err is None else err
-    hooked = [feed for feed in feeds
-              if isinstance(feed.source, (FileSource, CatchUpSource)) and feed.on_read is None]
-    sources: list[ReadsFiles] = [feed.source for feed in hooked]  # type: ignore[misc]
+    hooked, sources = [], []
+    for feed in feeds:
+        if isinstance(feed.source, (FileSource, CatchUpSource)) and feed.on_read is None:
+            hooked.append(feed)
+            sources.append(feed.source)
     if not is_terminal(err) or sum(source.unread() for source in sources) < SHOWN_FROM:
         return lambda: None
     line = CatchUp(err, sources)
