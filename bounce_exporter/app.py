@@ -37,6 +37,7 @@ from bounce_exporter.parsers import accel, capabilities, make_parser
 from bounce_exporter.parsers.ledger import LedgerView
 from bounce_exporter.persistence.keeper import StateKeeper
 from bounce_exporter.pipeline import Feed, Pipeline, read_through
+from bounce_exporter.report.backlog import catch_up_progress
 from bounce_exporter.report.build import build_report
 from bounce_exporter.report.progress import Progress, is_terminal
 from bounce_exporter.report.render import render_json, render_text, write_csv
@@ -205,12 +206,14 @@ class Exporter:
         """Serve and read until stopped (SIGTERM, SIGINT); SIGHUP reloads the configuration.
         Then save and exit 0."""
         self.start()
+        caught_up = catch_up_progress(self.pipeline.feeds)  # on a terminal: report.backlog
         try:
             while not self.stopping.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
                 self.step()
+                caught_up()
                 self.wakeup.wait(self.config.poll_interval)
         finally:
             self.shutdown()

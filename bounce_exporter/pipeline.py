@@ -59,7 +59,8 @@ class Feed:
     # Numbered (the ``parse`` command): every line through ``parse``, in order, and each event
     # handed to ``on_event`` with its line number (1 for the source's first line).
     on_event: LineObserver | None = None
-    on_read: Callable[[int], None] | None = None  # a one-shot read's progress: the offset reached
+    # told the offset reached: the progress of a one-shot read, or of serve's catch-up at start
+    on_read: Callable[[int], None] | None = None
     lines: int = 0  # lines counted so far
     events: int = 0  # delivery events found so far
     told_nothing_understood: bool = False

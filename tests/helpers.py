@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -78,6 +79,19 @@ def start_serving(*args: str) -> tuple[subprocess.Popen, str]:
 
     wait_until(ready, what="the exporter to serve")
     return process, base
+
+
+def read_to_end(leader: int) -> bytes:
+    """All a pseudo-terminal's leader end gives until its other end is closed (``pty.openpty``)."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end is closed: all read
+            return drawn
+        if not chunk:
+            return drawn
+        drawn += chunk
 
 
 def free_port() -> int:

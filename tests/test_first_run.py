@@ -17,7 +17,7 @@ from bounce_exporter import app
 from bounce_exporter.config import default_sources, load_config
 
 from .corpus import CORPUS, REPO
-from .helpers import http_get, samples, start_serving, value, wait_until
+from .helpers import http_get, read_to_end, samples, start_serving, value, wait_until
 
 REAL = CORPUS / "real"
 EXAMPLE = REPO / "config" / "example.yml"
@@ -156,15 +156,7 @@ def test_parse_draws_a_progress_line_on_a_terminal_only(tmp_path, monkeypatch):
     with os.fdopen(follower, "w") as terminal:
         out = io.StringIO()
         assert app.parse_files(paths, config, out, terminal) == 0
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal's other end is closed: all read
-            break
-        if not chunk:
-            break
-        drawn += chunk
+    drawn = read_to_end(leader)
     os.close(leader)
     assert len(out.getvalue().splitlines()) == 303 + 266 + 341  # the events, untouched
     frames = drawn.decode().replace("\r\n", "\n").split("\r")[1:]

@@ -30,6 +30,7 @@ from bounce_exporter.exposition.collector import snapshot_families
 from bounce_exporter.report.render import table
 
 from .corpus import CORPUS
+from .helpers import read_to_end
 
 REAL = CORPUS / "real"
 POSTFIX = REAL / "postfix-3min.log"
@@ -277,15 +278,7 @@ def test_report_draws_its_progress_line_on_a_terminal(monkeypatch):
     with os.fdopen(follower, "w") as terminal:
         assert app.report_files([str(POSTFIX)], load_config(None, {}), "json", io.StringIO(),
                                 terminal) == 0
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        drawn += chunk
+    drawn = read_to_end(leader)
     os.close(leader)
     frames = drawn.decode().replace("\r\n", "\n").split("\r")[1:]
     size = POSTFIX.stat().st_size / 1e6

@@ -39,6 +39,7 @@ class CatchUpSource(SplitsLines):
         self.lines_too_long = 0
         self.truncations = 0
         self.rotations = 0
+        self.bytes_read = 0  # from the file on disk (compressed bytes of a .gz), as FileSource's
         self.position: Position | None = None
         self._reader: Reader | None = None
         self._lines = LineSplitter(max_line_bytes)
@@ -79,12 +80,14 @@ class CatchUpSource(SplitsLines):
     def read_batches(self) -> Iterator[Batch]:
         while self._reader is not None:
             reader = self._reader
+            before = reader.on_disk()
             try:
                 chunk = reader.handle.read(self.chunk_size)
             except (OSError, EOFError, zlib.error) as err:
                 self._fail(reader, err)
                 return
             reader.offset += len(chunk)
+            self.bytes_read += reader.on_disk() - before
             if chunk:
                 split = self._lines.feed(chunk)
                 if split is None:
@@ -103,6 +106,10 @@ class CatchUpSource(SplitsLines):
             self.lines_too_long += too_long
             self.position = reader.position()
             yield Block(data, self.position, too_long).batch()
+
+    def unread(self) -> int:
+        """Bytes of the file not read yet (``Reader.unread``); 0 once done."""
+        return self._reader.unread() if self._reader is not None else 0
 
     def close(self) -> Batch:
         """Stop; a partial last line is not handed over (read again from the saved position)."""

@@ -81,6 +81,8 @@ class FileSource(SplitsLines):
         self.lines_too_long = 0
         self.truncations = 0
         self.rotations = 0
+        self.bytes_read = 0  # from the files on disk (compressed bytes of a .gz): with unread(),
+        # the progress of a catch-up
         self.position: Position | None = None  # after the last line handed over
         self._from_start = from_start
         self._begun = False
@@ -187,6 +189,11 @@ class FileSource(SplitsLines):
         self._cur = None
         self._queue = []
         return block.batch() if block is not None else Batch([], self.position or START)
+
+    def unread(self) -> int:
+        """Bytes of the files open to be read not read yet (``Reader.unread``): the current one
+        and those queued (rotated files to catch up on, then the live one)."""
+        return sum(reader.unread() for reader in [self._cur, *self._queue] if reader is not None)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -316,6 +323,7 @@ class FileSource(SplitsLines):
         (``LineSplitter.feed`` copies what it keeps, once: one copy fewer than ``read()``)."""
         if len(self._buffer) != self.chunk_size:
             self._buffer = bytearray(self.chunk_size)
+        before = cur.on_disk()
         try:
             size = cur.handle.readinto(self._buffer)
         except (OSError, EOFError, zlib.error) as err:
@@ -330,6 +338,7 @@ class FileSource(SplitsLines):
             return None
         size = size or 0
         cur.offset += size
+        self.bytes_read += cur.on_disk() - before
         return memoryview(self._buffer)[:size]
 
     def _truncated(self, cur: Reader) -> bool:

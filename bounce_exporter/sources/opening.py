@@ -48,6 +48,24 @@ class Reader:
         return Position(self.ident[0], self.ident[1], self.line_start, self.fingerprint,
                         self.mtime_ns, self.name)
 
+    def on_disk(self) -> int:
+        """How far into the file on disk reading is: the offset, or for a .gz file the
+        compressed bytes gzip has taken."""
+        if self.handle is self.raw:
+            return self.offset
+        try:
+            return os.lseek(self.fd, 0, os.SEEK_CUR)
+        except OSError:
+            return 0
+
+    def unread(self) -> int:
+        """Bytes of the file on disk not read yet: its size now less ``on_disk()``."""
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError:
+            return 0
+        return max(size - self.on_disk(), 0)
+
     def refresh_mtime(self) -> None:
         try:
             self.mtime_ns = os.fstat(self.fd).st_mtime_ns
@@ -80,10 +98,10 @@ def open_file(path: str, live: bool) -> Reader:
     handle: BinaryIO = raw
     name = os.path.realpath(path)
     if not live and path.endswith(".gz"):
-        handle = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         try:
-            head = handle.read(FINGERPRINT_BYTES)
-            handle.seek(0)
+            head = gzip.GzipFile(fileobj=raw, mode="rb").read(FINGERPRINT_BYTES)
+            raw.seek(0)  # a fresh reader: none of the file taken yet (``on_disk``)
+            handle = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         except (OSError, EOFError, zlib.error):
             raw.close()
             raise OSError(f"not a readable gzip file: {path}") from None
