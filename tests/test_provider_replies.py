@@ -1,7 +1,8 @@
-"""Provider replies: for each provider of the catalog's table, the replies its postmaster pages (or,
-where it publishes none, the pages that collect them) document, each with the category it must
-get. The comment above each case names where the text is documented; addresses and IPs are
-example values. The rules that decide them are the catalog's own (config/catalog.yaml text_rules).
+"""Provider replies: for each provider of the catalog's table, the replies its postmaster pages
+document, each with the category it must get. The comment above each case names where the text is
+documented; where the provider publishes none (Apple, Mail.ru, Zoho Mail's MX, Proton, QQ), the
+comment says so and where the text comes from instead (a third-party list, a public log or issue
+thread, or written here). Addresses and IPs are example values. The rules that decide them are the catalog's own (config/catalog.yaml text_rules).
 bench/sisimai_compare.py compares these with Sisimai too.
 """
 
@@ -126,8 +127,14 @@ REPLIES = [
     ("yahoo", "mta7.am0.yahoodns.net",
      ("553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.9, because the ip is in "
      "Spamhaus's list; see http://postmaster.yahoo.com/errors/550-bl21.html"), "blocklisted"),
-    # --- apple: https://support.apple.com/en-us/102322 (iCloud Mail postmaster) points to its
-    # replies' own links (HT204137); texts as collected at https://smtp.codes/icloud
+    # --- apple: Apple publishes no list of its replies. Its postmaster page
+    # https://support.apple.com/en-us/102322 ("Postmaster information for iCloud Mail") gives best
+    # practices and asks senders to track iCloud's temporary and permanent SMTP errors; the replies
+    # link https://support.apple.com/en-us/HT204137. The texts are as collected at
+    # https://smtp.codes/icloud (a third-party list; the CS01 reply is also in Postfix logs posted at
+    # https://pastebin.com/UGMGYrWw). HME1: its code and meaning (both SPF and DKIM failed) as
+    # https://bentonow.com/smtp-errors/apple/554-5-7-1-hme1 (third party) lists them, its wording as
+    # public bounce-parsing code quotes it in comments; not from Apple.
     ("apple", "mx01.mail.icloud.com",
      ("421 4.7.1 Messages to nobody@icloud.com deferred due to excessive volume. Try again later - "
      "https://support.apple.com/en-us/HT204137"), "rate_limited"),
@@ -142,7 +149,9 @@ REPLIES = [
      ("550 5.7.1 Your email was rejected due to having a domain present in the Spamhaus DBL -- see "
      "https://www.spamhaus.org/dbl/"), "blocklisted"),
     ("apple", "mx01.mail.icloud.com",
-     "554 5.7.1 [HME1] Message rejected: both SPF and DKIM failed", "sender_auth"),
+     ("554 5.7.1 [HME1] This message was blocked for failing both SPF and DKIM authentication "
+     "checks. See https://support.apple.com/en-us/HT204137 for mailing best practices"),
+     "sender_auth"),
     # --- comcast: https://postmaster.comcast.net/ mail error codes (BL000000, BL000001, ...,
     # "421 - [Too many sessions opened]", "421 - [Reverse DNS failure : Try again later]")
     ("comcast", "mx1.comcast.net",
@@ -205,8 +214,11 @@ REPLIES = [
      "permitted by the domain owner"), "sender_auth"),
     ("gmx", "mx-ha02.web.de",
      "421 Rate limit reached. Please try again later", "rate_limited"),
-    # --- mailru: https://help.mail.ru/mail/postmaster (replies as collected at
-    # https://mailout.ru/2015/09, Mail.ru's error list)
+    # --- mailru: Mail.ru's postmaster help (https://help.mail.ru/mail/postmaster; its replies link
+    # pages under help.mail.ru) has no list of reply texts that the search reached. The first three
+    # texts are as collected at https://mailout.ru/2015/09 (a third-party list of Mail.ru's errors);
+    # the DMARC reply as a hosting provider's help quotes it from mxs.mail.ru
+    # (https://help.ishosting.com/en/dmarc-check). None is from Mail.ru's own pages.
     ("mailru", "mxs.mail.ru",
      ("550 spam message rejected. Please visit https://help.mail.ru/notspam-support/id?c=x or "
      "report details to abuse@corp.mail.ru. Error code: ABC. ID: 123."), "spam_content"),
@@ -215,6 +227,9 @@ REPLIES = [
      "unavailable: user not found"), "user_unknown"),
     ("mailru", "mxs.mail.ru",
      "552 Message was not accepted -- mailbox full. User quota exceeded", "mailbox_full"),
+    ("mailru", "mxs.mail.ru",
+     ("550 5.7.1 This message was not accepted due to domain (mail.ru) owner DMARC policy "
+     "(RFC 7489) https://help.mail.ru/mail-help/postmaster/dmarc"), "sender_auth"),
     # --- yandex: https://yandex.com/support/mail/bounces/yandex/ (message looks like spam, blocked)
     ("yandex", "mx.yandex.net",
      "554 5.7.1 [2] Message rejected under suspicion of SPAM; https://ya.cc/1IrBc", "spam_content"),
@@ -223,32 +238,61 @@ REPLIES = [
      "https://yandex.com/support/mail/"), "blocklisted"),
     ("yandex", "mx.yandex.net",
      "550 5.7.1 No such user!", "user_unknown"),
-    # --- zoho: https://www.zoho.com/mail/help/ (replies as collected at https://smtp.codes/zoho)
+    # --- zoho: Zoho Mail publishes no list of its MX's replies; its admin help on delivery problems
+    # (https://www.zoho.com/mail/help/adminconsole/email-logs.html) sends admins to the mail logs.
+    # These three texts are as collected at https://smtp.codes/zoho (a third-party list), not Zoho's.
     ("zoho", "mx.zoho.com",
      "550 5.7.1 Email rejected per DMARC policy for example.com", "sender_auth"),
-    ("zoho", "mx.zoho.com",
-     "552 5.7.1 virus Eicar-Test-Signature detected by Zoho Mail", "virus"),
     ("zoho", "mx.zoho.com",
      "550 5.1.1 <nobody@zoho.com> User unknown", "user_unknown"),
     ("zoho", "mx.zoho.com",
      "452 4.3.1 Temporary System Error", "unavailable"),  # Zoho is not taking mail for now
-    # --- proton: https://proton.me/support/mail (its MX mail.protonmail.ch). Proton publishes no
-    # list of its SMTP replies: these are representative texts of its MX, not quoted documentation
+    # Zoho's own list is ZeptoMail's (Zoho's transactional relay, smtp.zeptomail.com):
+    # https://www.zoho.com/zeptomail/help/api/smtp-error-codes.html, quoted (its copy at
+    # https://zstatic.zohostatic.com/zeptomail/help/api/smtp-error-codes.html gives 552 to the virus
+    # reply and 553 to the relaying one, the www page the reverse; 552 is what Zoho Mail's MX sends)
+    ("zoho", "smtp.zeptomail.com",
+     "552 5.7.1 virus Win.Test.EICAR_HDB-1 detected by Zoho Mail", "virus"),
+    ("zoho", "smtp.zeptomail.com", "535 Authentication Failed.", "smtp_auth"),
+    ("zoho", "smtp.zeptomail.com", "530 Must issue a STARTTLS command first.", "tls"),
+    ("zoho", "smtp.zeptomail.com",  # "Sending email from Invalid 'from' address domain"
+     "553 Relaying disallowed as <sender@example.com>.", "sender_rejected"),
+    # --- proton: Proton publishes no list of its MX's replies (mail.protonmail.ch,
+    # mailsec.protonmail.ch) and no postmaster page (the catalog links its mail help centre). Its
+    # "SMTP errors" article, seen only as localized copies such as
+    # https://proton.me/support/de/smtp-errors (the stored copies hold the page shell, not its
+    # text), sits next to its SMTP submission article. The first three texts are written for this
+    # test in Postfix's style (Proton's MX announces "ESMTP Postfix"), quoted from nowhere; the last
+    # two were seen in public issue threads: the MX refusing a client that said HELO localhost
+    # (https://github.com/jeremydumais/CPP-SMTPClient-library/issues/57), and smtp.protonmail.ch,
+    # Proton's submission server, refusing a client that had not logged in
+    # (https://github.com/Cloud9Developer/Jellyfin-Newsletter-Plugin/issues/130; 553 is the code
+    # .NET's "Mailbox name not allowed" there stands for).
     ("proton", "mail.protonmail.ch",
      "550 5.1.1 Address does not exist", "user_unknown"),
     ("proton", "mail.protonmail.ch",
      "550 5.7.1 Message rejected due to spam content", "spam_content"),
     ("proton", "mail.protonmail.ch",
      "550 5.7.1 Sender address rejected: DMARC policy violation", "sender_auth"),
-    # --- fastmail: https://www.fastmail.help/ (its MX in1-smtp.messagingengine.com). Fastmail
-    # publishes no list of its SMTP replies: representative Postfix-style texts of its MX
+    ("proton", "mailsec.protonmail.ch", "550 5.5.1 Protocol error", "protocol"),
+    ("proton", "smtp.protonmail.ch",
+     "553 5.7.1 <sender@example.com>: Sender address rejected: not logged in", "smtp_auth"),
+    # --- fastmail (MX in1-smtp.messagingengine.com, submission smtp.fastmail.com): Fastmail's
+    # "Why messages bounce back" https://www.fastmail.help/hc/en-us/articles/360058753614-Why-messages-bounce-back
+    # (it names "blocked using xbl.spamhaus.org": the rest of that reply is Postfix's standard
+    # wording, Fastmail's MX being Postfix), its older "Undelivered email" page
+    # https://www.fastmail.com/help/send/undeliverable.html (the user-unknown and relay replies,
+    # quoted), and its blog https://fastmail.com/blog/change-in-over-quota-handling (over quota)
     ("fastmail", "in1-smtp.messagingengine.com",
-     ("550 5.1.1 <nobody@fastmail.com>: Recipient address rejected: User unknown in virtual "
-     "mailbox table"), "user_unknown"),
+     ("550 5.1.1 <nobody@fastmail.com>: Recipient address rejected: User unknown in local "
+     "recipient table"), "user_unknown"),
     ("fastmail", "in1-smtp.messagingengine.com",
-     "550 5.7.1 Email rejected per DMARC policy for example.com", "sender_auth"),
+     ("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using xbl.spamhaus.org; "
+     "https://www.spamhaus.org/query/ip/192.0.2.9"), "blocklisted"),
     ("fastmail", "in1-smtp.messagingengine.com",
-     "552 5.2.2 <nobody@fastmail.com>: Recipient address rejected: Over quota", "mailbox_full"),
+     "451 User is over quota, try again later", "mailbox_full"),
+    ("fastmail", "smtp.fastmail.com",  # "you're not using authenticated SMTP"
+     "554 <nobody@example.com>: Recipient address rejected: Relay access denied", "relay_denied"),
     # --- tonline: https://postmaster.t-online.de/index.en.html (4.7: "Why was the establishment
     # of an SMTP connection rejected by the t-online.de server?")
     ("tonline", "mx00.t-online.de",
@@ -258,8 +302,11 @@ REPLIES = [
      "550 5.1.1 user unknown", "user_unknown"),
     ("tonline", "mx00.t-online.de",
      "552 5.2.2 Over STORAGE quota", "mailbox_full"),
-    # --- qq: https://service.mail.qq.com/ (the replies link its pages; as collected at
-    # https://smtp.codes/qq)
+    # --- qq: QQ Mail's and Tencent Exmail's help pages, which the replies link
+    # (service.mail.qq.com, service.exmail.qq.com), were not among the pages the search reached: no
+    # text here is checked against QQ's own pages. The texts are as collected at https://smtp.codes/qq
+    # (a third-party list); "Mailbox not found" is also in a public delivery log
+    # (https://pastebin.com/pnX6jKVc, with service.mail.qq.com's link).
     ("qq", "mx1.qq.com",
      ("550 Mailbox not found. http://service.exmail.qq.com/cgi-bin/help?subtype=1&&id=20022&&"
      "no=1000728"), "user_unknown"),
