@@ -344,14 +344,24 @@ REPLIES = [
     ("mimecast", "eu-smtp-inbound-1.mimecast.com",
      "421 Sender address blocked - https://community.mimecast.com/docs/DOC-1369#421",
      "policy_blocked"),  # Mimecast: "blocked by a Blocked Senders Policy" of the customer
-    # --- proofpoint: https://ipcheck.proofpoint.com/ (Proofpoint Dynamic Reputation)
+    # --- proofpoint: https://ipcheck.proofpoint.com/ (Proofpoint Dynamic Reputation) is its
+    # reputation lookup, which the block reply links; Proofpoint Essentials' "Limits for sending
+    # and receiving email" (https://support.proofpointessentials.com/index.php?/Knowledgebase/Article/View/334/49/limits-for-sending-and-receiving-email)
+    # quotes "The user you are trying to contact is receiving mail too quickly" (the codes before
+    # it are ours). The "User Unknown" and "Connection rate limited" texts are not quoted from a
+    # Proofpoint page the search reached: Proofpoint publishes no list of its MX's replies.
     ("proofpoint", "mx0a-00123401.pphosted.com",
      "554 5.7.0 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.9", "blocklisted"),
     ("proofpoint", "mx0a-00123401.pphosted.com",
      "550 5.1.1 User Unknown", "user_unknown"),
     ("proofpoint", "mx0a-00123401.pphosted.com",
      "421 4.7.0 Connection rate limited, try again later", "rate_limited"),
-    # --- barracuda: https://www.barracudacentral.org/lookups (Barracuda Reputation)
+    ("proofpoint", "mx1-us1.ppe-hosted.com",
+     "450 4.2.1 The user you are trying to contact is receiving mail too quickly", "rate_limited"),
+    # --- barracuda: https://www.barracudacentral.org/lookups (Barracuda Reputation), which the
+    # block reply links. Barracuda publishes no list of its Email Security Service's replies that
+    # the search reached: the cuda_nsu and "permanent failure ... :blocked" texts are not quoted
+    # from a Barracuda page (the latter is how third-party deliverability write-ups describe it)
     ("barracuda", "d123456a.ess.barracudanetworks.com",
      ("554 Service unavailable; Client host [192.0.2.9] blocked using Barracuda Reputation; "
      "http://bbl.barracudacentral.com/q.cgi?ip=192.0.2.9"), "blocklisted"),
@@ -361,8 +371,14 @@ REPLIES = [
     ("barracuda", "d123456a.ess.barracudanetworks.com",
      "550 permanent failure for one or more recipients (nobody@customer.example:blocked)",
      "policy_blocked"),
-    # --- cisco: https://talosintelligence.com/reputation_center (SenderBase / Talos reputation);
-    # the texts are Cisco Secure Email's default HAT reject, LDAP accept and rate-limit replies
+    # --- cisco: https://talosintelligence.com/reputation_center (SenderBase / Talos reputation).
+    # The HAT reject (poor reputation: the BLOCKLIST sender group) as quoted, and explained by a
+    # Cisco employee, on Cisco's community forum
+    # (https://community.cisco.com/t5/email-security/cisco-esa-domain-exception/m-p/4268260/highlight/true);
+    # the SPF reject is AsyncOS's default SPF reject text (its CLI Reference Guide, as mirrored at
+    # https://manualsbrain.com/en/manuals/1700579/?page=292). The LDAP-accept ("#5.1.0 Address
+    # rejected") and recipient-rate texts are AsyncOS defaults not quoted from a Cisco page the
+    # search reached.
     ("cisco", "mx1.hc1234-53.iphmx.com",
      ("554 Your access to this mail system has been rejected due to the sending MTA's poor "
      "reputation. If you believe that this failure is in error, please contact the intended "
@@ -371,6 +387,8 @@ REPLIES = [
      "550 #5.1.0 Address rejected nobody@customer.example", "user_unknown"),
     ("cisco", "mx1.hc1234-53.iphmx.com",
      "452 Too many recipients received this hour", "rate_limited"),
+    ("cisco", "mx1.hc1234-53.iphmx.com",
+     "550 #5.7.1 SPF unauthorized mail is prohibited.", "sender_auth"),
 ]
 
 
