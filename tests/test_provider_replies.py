@@ -201,8 +201,11 @@ REPLIES = [
     ("orange", "smtp-in.orange.fr",
      "550 5.7.1 Adresse d'au moins un destinataire invalide. Invalid recipient. OFR_416 [416]",
      "user_unknown"),
-    # --- gmx: https://postmaster.gmx.net/en/error-messages (example of a block-listed IP), and
-    # https://postmaster.web.de for WEB.DE
+    # --- gmx: https://postmaster.gmx.net/en/error-messages (its example of a block-listed IP,
+    # quoted), and WEB.DE's error messages page https://postmaster.web.de/error-messages (it
+    # explains the SPF and too-many-messages replies without quoting them). The SPF and mailbox
+    # wording is as https://smtp.codes/unitedinternet/ (a third-party list) gives it; the
+    # rate-limit wording is not quoted from a page the search reached.
     ("gmx", "mx00.emig.gmx.net",
      ("554-gmx.net (mxgmx104) Nemesis ESMTP Service not available 554-No SMTP service 554-IP "
      "address is block listed. 554 For explanation visit "
@@ -294,7 +297,9 @@ REPLIES = [
     ("fastmail", "smtp.fastmail.com",  # "you're not using authenticated SMTP"
      "554 <nobody@example.com>: Recipient address rejected: Relay access denied", "relay_denied"),
     # --- tonline: https://postmaster.t-online.de/index.en.html (4.7: "Why was the establishment
-    # of an SMTP connection rejected by the t-online.de server?")
+    # of an SMTP connection rejected by the t-online.de server?"); the (BL) reply as
+    # https://www.spamresource.com/2020/06/whoops-t-onlinede-not-accepting-mail.html quotes it. The
+    # user-unknown and quota texts are not quoted from a t-online.de page the search reached.
     ("tonline", "mx00.t-online.de",
      ("554 IP=192.0.2.9 - A problem occurred. (Ask your postmaster for help or to contact "
      "tosa@rx.t-online.de to clarify.) (BL)"), "blocklisted"),
@@ -330,7 +335,11 @@ REPLIES = [
      "450 DT:RBL The sending IP is on one or more RBL lists", "blocklisted"),
     ("netease", "163mx01.mxmail.netease.com",
      "550 User not found: nobody@163.com", "user_unknown"),
-    # --- mimecast: its SMTP error code list (the provider's postmaster entry)
+    # --- mimecast: its SMTP error code list,
+    # https://mimecastsupport.zendesk.com/hc/en-us/articles/34000709564691-Policies-Mimecast-SMTP-Error-Codes
+    # (the catalog's postmaster page; the replies link its older address, community.mimecast.com
+    # DOC-1369). It gives 451 "Internal resource temporarily unavailable" for greylisting (or a
+    # poor IP reputation) and 421 "Sender address blocked" for a customer's Blocked Senders Policy.
     ("mimecast", "eu-smtp-inbound-1.mimecast.com",
      "550 Rejected by header based Anti-Spoofing policy: nobody@customer.example", "policy_blocked"),
     ("mimecast", "eu-smtp-inbound-1.mimecast.com",
