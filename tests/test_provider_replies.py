@@ -233,7 +233,12 @@ REPLIES = [
     ("mailru", "mxs.mail.ru",
      ("550 5.7.1 This message was not accepted due to domain (mail.ru) owner DMARC policy "
      "(RFC 7489) https://help.mail.ru/mail-help/postmaster/dmarc"), "sender_auth"),
-    # --- yandex: https://yandex.com/support/mail/bounces/yandex/ (message looks like spam, blocked)
+    # --- yandex: https://yandex.com/support/mail/bounces/yandex/ ("Report on non-delivery to
+    # Yandex", also at https://www.yandex.com/support/mail/bounces/yandex.html): its table quotes
+    # the phrases (No such user; Message rejected under suspicion of SPAM; blocked using / spam
+    # statistics; Policy rejection on the target address, i.e. the recipient's account is blocked
+    # for User Agreement violations; Mailbox size limit exceeded; Message infected by virus); the
+    # codes before the last three are ours
     ("yandex", "mx.yandex.net",
      "554 5.7.1 [2] Message rejected under suspicion of SPAM; https://ya.cc/1IrBc", "spam_content"),
     ("yandex", "mx.yandex.net",
@@ -241,6 +246,12 @@ REPLIES = [
      "https://yandex.com/support/mail/"), "blocklisted"),
     ("yandex", "mx.yandex.net",
      "550 5.7.1 No such user!", "user_unknown"),
+    ("yandex", "mx.yandex.net",
+     "550 5.7.1 Policy rejection on the target address", "mailbox_inactive"),
+    ("yandex", "mx.yandex.net",
+     "552 5.2.2 Mailbox size limit exceeded", "mailbox_full"),
+    ("yandex", "mx.yandex.net",
+     "554 5.7.1 Message infected by virus", "virus"),
     # --- zoho: Zoho Mail publishes no list of its MX's replies; its admin help on delivery problems
     # (https://www.zoho.com/mail/help/adminconsole/email-logs.html) sends admins to the mail logs.
     # These three texts are as collected at https://smtp.codes/zoho (a third-party list), not Zoho's.
