@@ -334,6 +334,9 @@ SISIMAI_DISAGREEMENTS = [
      "rejected",
      ("the address is fine: the submission server (smtp.protonmail.ch) wants SMTP AUTH first "
       "(Postfix's reject_sender_login_mismatch wording); log in, nothing to change in the sender")),
+    ("550 5.7.1 Policy rejection on the target address", "mailbox_inactive", "securityerror",
+     ("Yandex: the recipient's account is blocked for User Agreement violations (its non-delivery "
+      "page); stop sending to it, nothing to fix in AUTH or TLS")),
 ]
 
 
