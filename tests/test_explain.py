@@ -328,8 +328,15 @@ SISIMAI_DISAGREEMENTS = [
      "the sender address is fine; its domain's DMARC check failed: fix SPF/DKIM alignment"),
     ("452 4.3.1 Temporary System Error", "unavailable", "systemfull",
      "Zoho's text says a temporary error of its system (not taking mail now), not a full disk"),
-    ("552 5.7.1 virus Eicar-Test-Signature detected by Zoho Mail", "virus", "securityerror",
+    ("552 5.7.1 virus Win.Test.EICAR_HDB-1 detected by Zoho Mail", "virus", "securityerror",
      "a virus found in the message: scan it, nothing to fix in AUTH or TLS"),
+    ("553 5.7.1 <sender@example.com>: Sender address rejected: not logged in", "smtp_auth",
+     "rejected",
+     ("the address is fine: the submission server (smtp.protonmail.ch) wants SMTP AUTH first "
+      "(Postfix's reject_sender_login_mismatch wording); log in, nothing to change in the sender")),
+    ("550 5.7.1 Policy rejection on the target address", "mailbox_inactive", "securityerror",
+     ("Yandex: the recipient's account is blocked for User Agreement violations (its non-delivery "
+      "page); stop sending to it, nothing to fix in AUTH or TLS")),
 ]
 
 
