@@ -260,7 +260,7 @@ def test_a_reused_inode_with_other_first_bytes_is_not_the_saved_file(tmp_path):
     assert source.truncations == 1
 
 
-def test_a_saved_file_deleted_while_down_leaves_the_newer_files_to_read(tmp_path):
+def test_a_saved_file_deleted_while_down_leaves_the_newer_files_to_read(tmp_path, caplog):
     log = tmp_path / "mail.log"
     log.write_bytes(b"gone 1\n")
     st = log.stat()
@@ -274,8 +274,14 @@ def test_a_saved_file_deleted_while_down_leaves_the_newer_files_to_read(tmp_path
     os.utime(old, ns=(st.st_mtime_ns - 10**9,) * 2)
     log.write_bytes(b"live\n")
     source = FileSource(str(log))
-    source.begin(saved)
+    with caplog.at_level(logging.WARNING, logger="bounce_exporter.sources.files"):
+        source.begin(saved)
     assert [line for batch in source.read_batches() for line in batch] == [b"between", b"live"]
+    # the gap that cannot be bridged is said, with the byte counts on both sides of it
+    assert [r.getMessage() for r in caplog.records] == [
+        f"log source {log}: the file of the saved position ({log}, read to byte 7 of it) is gone: "
+        f"whatever it held past byte 7 is not read; reading instead {rotated} (8 bytes), then "
+        f"{log} from its start (5 bytes)"]
 
 
 def _swap_link(link, target) -> None:

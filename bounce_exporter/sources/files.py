@@ -294,11 +294,9 @@ class FileSource(SplitsLines):
             log.info("log source %s: resuming in rotated file %s at byte %d", self.path,
                      found.name, saved.offset)
         else:
-            if saved.offset or saved.fingerprint:
-                log.warning("log source %s: the file of the saved position (%s, byte %d) is gone; "
-                            "reading the rotated files newer than it, then the log from its start",
-                            self.path, saved.file, saved.offset)
             queue = self._rotated.newer(saved.mtime_ns, exclude)
+            if saved.offset or saved.fingerprint:
+                self._warn_gap(saved, queue, live)
         if live is not None:
             queue.append(live)
         if not queue:
@@ -307,6 +305,17 @@ class FileSource(SplitsLines):
         self._next_open = "start"
         self._queue = queue
         self._cur = self._queue.pop(0)
+
+    def _warn_gap(self, saved: Position, newer: list[Reader], live: Reader | None) -> None:
+        """The saved file is nowhere (deleted, or rotated out of reach): what it held past the
+        saved byte cannot be read. Said once, with what is read instead and its bytes."""
+        instead = [f"{r.name} ({r.unread()} bytes)" for r in newer]
+        if live is not None:
+            instead.append(f"{live.name} from its start ({live.unread()} bytes)")
+        log.warning("log source %s: the file of the saved position (%s, read to byte %d of it) "
+                    "is gone: whatever it held past byte %d is not read; reading instead %s",
+                    self.path, saved.file, saved.offset, saved.offset,
+                    ", then ".join(instead) or "nothing yet (no file there)")
 
     def _holds(self, reader: Reader, saved: Position) -> bool:
         """Does this file still hold the saved position's bytes (same first bytes, long enough)?"""
