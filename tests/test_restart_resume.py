@@ -278,10 +278,10 @@ def test_a_saved_file_deleted_while_down_leaves_the_newer_files_to_read(tmp_path
         source.begin(saved)
     assert [line for batch in source.read_batches() for line in batch] == [b"between", b"live"]
     # the gap that cannot be bridged is said, with the byte counts on both sides of it
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records] == [(
         f"log source {log}: the file of the saved position ({log}, read to byte 7 of it) is gone: "
         f"whatever it held past byte 7 is not read; reading instead {rotated} (8 bytes), then "
-        f"{log} from its start (5 bytes)"]
+        f"{log} from its start (5 bytes)")]
 
 
 def _swap_link(link, target) -> None:

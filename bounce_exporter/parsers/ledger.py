@@ -247,14 +247,14 @@ class FrozenLedger:
     def json_chunks(self) -> Iterator[str]:
         """The compact JSON text of ``to_state()`` (keys sorted), in pieces."""
         items = iter(self._held().items())
-        yield '{"evicted":%d,"messages":[' % self.evicted
+        yield f'{{"evicted":{self.evicted:d},"messages":['
         separator = ""
         while batch := list(itertools.islice(items, self.BATCH)):
             text = json.dumps([_message_to_state(m, r) for m, r in batch],
                               separators=(",", ":"), allow_nan=False)
             yield separator + text[1:-1]
             separator = ","
-        yield '],"version":%d}' % STATE_VERSION
+        yield f'],"version":{STATE_VERSION:d}}}'
 
     def release(self) -> None:
         self._messages = None
