@@ -168,7 +168,8 @@ def capabilities(parser: Parser) -> Capabilities:
         not_attempt_reasons=tuple(parser.not_attempt_reasons)
         if isinstance(parser, ReasonedParser) else (),
         in_flight=parser.in_flight if isinstance(parser, InFlightParser) else None,
-        saved_state=parser.saved_state if isinstance(parser, SnapshotParser) else parser.state,
+        saved_state=parser.saved_state if isinstance(parser, SnapshotParser)
+        else lambda: parser.state(),  # looked up when a snapshot is taken, as before
     )
 
 
