@@ -237,7 +237,7 @@ class Exporter:
 
     def step(self) -> int:
         """One turn of the read loop: read every source, age the tracker, save state if due."""
-        lines = self.pipeline.pump()
+        lines = self.pipeline.pump(until=self.stopping.is_set)  # a stop ends a long catch-up
         self.store.advance(time.time())
         self.keeper.maybe_save()
         return lines

@@ -170,11 +170,18 @@ class Pipeline:
         for feed in self.feeds:
             feed.source.close()
 
-    def pump(self) -> int:
-        """Read what every source has now; return the number of lines read."""
-        return sum(self.pump_feed(feed) for feed in self.feeds)
+    def pump(self, until: Callable[[], bool] | None = None) -> int:
+        """Read what every source has now; return the number of lines read. ``until``, asked
+        after each block or batch, ends the read early when it says so (a stop requested during
+        a long catch-up: what is not read yet is read by the next start, as after any stop)."""
+        total = 0
+        for feed in self.feeds:
+            total += self.pump_feed(feed, until)
+            if until is not None and until():
+                break
+        return total
 
-    def pump_feed(self, feed: Feed) -> int:
+    def pump_feed(self, feed: Feed, until: Callable[[], bool] | None = None) -> int:
         total = 0
         if feed.blocks is not None:
             # whole blocks: the parser finds its lines in them, no per-line work for the rest
@@ -182,10 +189,14 @@ class Pipeline:
             for block in read_blocks():
                 self._count_block(feed, block, parse_block)
                 total += block.lines
+                if until is not None and until():
+                    break
         else:
             for batch in feed.source.read_batches():
                 self._count_batch(feed, batch)
                 total += len(batch)
+                if until is not None and until():
+                    break
         self._sync_source_stats(feed)
         return total
 

@@ -160,3 +160,20 @@ def test_exim_lines_that_reached_no_server_are_counted_apart(tmp_path, running):
                  reason="retry_not_reached") == 341
     assert value(found, "bounce_exporter_lines_read_total", source=str(log)) == len(
         log.read_bytes().splitlines())
+
+
+def test_a_stop_during_a_long_catch_up_ends_the_read_at_the_next_block(tmp_path):
+    """SIGTERM sets ``stopping``: the read loop must not read a whole backlog first (systemd
+    would kill it after TimeoutStopSec). What is not read is read by the next start."""
+    line = ("Dec  1 12:00:00 mx1 postfix/smtp[1]: Q{n:08X}: to=<u@ok.example>, relay=mx[192.0.2.1]:25, "
+            "delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok)\n")
+    log = tmp_path / "mail.log"
+    log.write_text("".join(line.format(n=n) for n in range(40_000)))  # about 5 blocks of 1 MiB
+    config = local_config(tmp_path, log_files=[str(log)], from_start=True)
+    with exporters() as start:
+        stopped = start(config)
+        stopped.stopping.set()
+        first = stopped.step()
+        whole = start(local_config(tmp_path / "other", log_files=[str(log)], from_start=True))
+        assert whole.step() == 40_000
+    assert 0 < first < 10_000  # the first block's lines, not the backlog
