@@ -316,12 +316,13 @@ def kept(event: DeliveryEvent) -> DeliveryEvent:
     holds it, so remote text cannot grow it for ever). Domain, relay and text are left alone:
     in a flood of distinct ones, interning costs more than it shares."""
     code, enhanced = event.code, event.enhanced
-    if code is None and enhanced is None:
+    shared_code = code and sys.intern(code)
+    shared_enhanced = enhanced and sys.intern(enhanced)
+    if shared_code is code and shared_enhanced is enhanced:  # shared already (or none)
         return event
-    intern = sys.intern
     return DeliveryEvent(event.time, event.mta, event.queue_id, event.recipient, event.domain,
-                         event.status, code and intern(code), enhanced and intern(enhanced),
-                         event.text, event.relay, event.without_attempt)
+                         event.status, shared_code, shared_enhanced, event.text, event.relay,
+                         event.without_attempt)
 
 
 def event_to_state(event: DeliveryEvent) -> list:
