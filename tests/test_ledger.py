@@ -183,7 +183,7 @@ def test_a_frozen_ledger_is_encoded_as_its_state_in_batches_and_let_go_once_writ
 def test_the_ledger_shares_reply_codes_between_messages_and_keeps_events_equal():
     ledger = Ledger(10)
     for n in range(3):
-        event = deferral(100.0, f"Q{n}", f"r{n}@x.example", code="".join(["4", "3", "1"]))
+        event = deferral(100.0, f"Q{n}", f"r{n}@x.example", code=str(431))  # a new string each time
         ledger.defer(f"Q{n}", f"r{n}@x.example", event)
         assert ledger.recipients(f"Q{n}") == [event]  # equal, if not the same object
     held = [w.last for w in ledger.waiting()]
