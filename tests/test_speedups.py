@@ -202,6 +202,51 @@ def test_edge_blocks_go_the_pure_python_way(compiled):
     assert len(both(compiled, [line + b"\n"])[1][0]) == 1
 
 
+def delivery(stamp: str, qid: str, status: str = "deferred", extra: str = "") -> bytes:
+    reply = "250 2.0.0 Ok" if status == "sent" else "450 4.2.0 later"
+    return (f"{stamp} mx1 postfix/smtp[2]: {qid}: to=<a{extra}@roll.example>, relay="
+            f"mx.roll.example[192.0.2.7]:25, delay=1, dsn=2.0.0, status={status} "
+            f"(host mx.roll.example[192.0.2.7] said: {reply})").encode()
+
+
+def test_order_kept_between_compiled_and_python_lines(compiled):
+    """Within one block, in line order: a stamp read by Python between two read by the
+    extension (a December line between two of January 1: the second is a year later, for the
+    stamp reader's rule, though its hour is the first's); a ": removed" line of a message
+    deferred earlier in the block (the ledger takes it), and one of a message deferred before."""
+    lines = [
+        delivery("Jan  1 00:00:01", "Q1"),
+        delivery("Dec 31 23:59:59", "Q2", extra="\u00e9"),  # not ASCII: Python reads it
+        delivery("Jan  1 00:00:02", "Q3"),
+        delivery("Jan  1 00:00:03", "Q4"),
+        b"Jan  1 00:00:04 mx1 postfix/qmgr[3]: Q4: removed",
+        b"Jan  1 00:00:05 mx1 postfix/qmgr[3]: Q0: removed",
+        delivery("Jan  1 00:00:06", "Q4", "sent"),
+        b"Jan  1 00:00:07 mx1 postfix/qmgr[3]: Q1: removed",
+    ]
+    before = delivery("Dec 30 10:00:00", "Q0")
+    pure, fast = both(compiled, [before + b"\n", b"".join(line + b"\n" for line in lines)])
+    assert fast == pure
+    events, _, state = pure
+    assert [e.queue_id for e in events] == ["Q0", "Q1", "Q2", "Q3", "Q4", "Q4"]
+    assert events[3].time - events[1].time > 360 * 86400, "the next year"
+    assert [m[0] for m in state["ledger"]["messages"]] == ["Q2", "Q3"]
+
+
+def test_ledger_asked_through_a_function(compiled):
+    """``held`` may be a function answering ``in`` instead of the ledger's dict: the same events
+    and ledger."""
+    block = b"".join(line + b"\n" for line in (
+        delivery("Jan  1 00:00:01", "Q1"), b"Jan  1 00:00:02 mx1 postfix/qmgr[3]: Q1: removed",
+        delivery("Jan  1 00:00:03", "Q2"), delivery("Jan  1 00:00:04", "Q2", "sent")))
+    pure = PostfixParser(reference=REFERENCE)
+    fast = FastPostfixParser(reference=REFERENCE, scanner=compiled)
+    events = fast._read(block, lambda qid: qid in fast._pending, fast._stamps.time_of,
+                        fast._remember, fast._fallback(block, print))
+    assert events == pure.parse_block(block, print) and len(events) == 3
+    assert fast.state() == pure.state() and not pure.state()["ledger"]["messages"]
+
+
 def test_make_parser_takes_the_compiled_scan_unless_told_not_to(compiled, monkeypatch):
     monkeypatch.delenv(accel.PURE_PYTHON_ENV, raising=False)
     assert type(make_parser("postfix")) is FastPostfixParser and accel.accelerated()

@@ -16,7 +16,7 @@ from types import ModuleType
 log = logging.getLogger(__name__)
 
 PURE_PYTHON_ENV = "BOUNCE_EXPORTER_PURE_PYTHON"
-ABI_VERSION = 1  # of _fastscan.c: an extension built from other sources is not used
+ABI_VERSION = 2  # of _fastscan.c: an extension built from other sources is not used
 
 try:
     import bounce_exporter_fastscan as _compiled
