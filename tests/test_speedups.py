@@ -247,6 +247,31 @@ def test_ledger_asked_through_a_function(compiled):
     assert fast.state() == pure.state() and not pure.state()["ledger"]["messages"]
 
 
+def test_relay_none_hosts_named_in_the_text(compiled):
+    """relay=none: the host is the one the text names (find_relay_in_line), read by the extension
+    where it can: 20,000 texts of Postfix's words, names and look-alikes (trailing and double
+    dots, a digit or an underscore after the last dot, upper case, no bracket), relay= and H=
+    inside, and none of them."""
+    rng = random.Random(11)
+    words = ["connect to ", "Connect To ", "host ", "HOST ", "lost connection with ",
+             "conversation with ", "connect  to ", "xhost ", "(host ", "relay=", "H=", "h=", "",
+             "delivery temporarily suspended: connect to ", "Host or domain name not found. "]
+    names = ["mx.example.com", "MX.Example.COM", "mx.example.com.", "mx..example.com",
+             "mx.example.com..", "a.b", "a.1b", "a._b", "_a.b", "-a.b", "a-.b-", "ab", "a.b.c.d",
+             "1.2.3.4", "mx.x_y.example", ".mx.example", "mx.example-", ""]
+    after = ["[192.0.2.1]:25", "[", "", " [192.0.2.1]", ":25", "]", ".[x]"]
+    lines = []
+    for n in range(20_000):
+        text = "".join(rng.choice(words) + rng.choice(names) + rng.choice(after)
+                       + rng.choice(["", ": ", " ", "; ", "x"]) for _ in range(rng.randint(0, 3)))
+        lines.append(f"Jan  6 10:00:00 mx1 postfix/smtp[2]: Q{n}: to=<a@b.example>, relay=none, "
+                     f"delay=1, dsn=4.4.1, status=deferred ({text})\n".encode())
+    pure, fast = both(compiled, [b"".join(lines)])
+    assert fast == pure
+    relays = {event.relay for event in pure[0]}
+    assert {None, "mx.example.com", "a.b"} <= relays and len(pure[0]) == 20_000
+
+
 def test_make_parser_takes_the_compiled_scan_unless_told_not_to(compiled, monkeypatch):
     monkeypatch.delenv(accel.PURE_PYTHON_ENV, raising=False)
     assert type(make_parser("postfix")) is FastPostfixParser and accel.accelerated()

@@ -437,6 +437,51 @@ static int relay_of(const unsigned char *b, size_t from, size_t to, bx_span *out
     return 1;
 }
 
+static int lower_is(const unsigned char *b, size_t p, size_t end, const char *lit) {
+    size_t n = strlen(lit);
+    return end - p >= n && strncasecmp((const char *)b + p, lit, n) == 0;
+}
+
+/* find_relay_in_line(text) where the text is printable ASCII: the first match, left to right, of
+ * _IN_LINE (relay/parsers/relay.py; IGNORECASE). Read here: its Postfix alternative,
+ * \b(?:connect to|host|lost connection with|conversation with) NAMED\.?\[ with NAMED =
+ * [A-Za-z0-9][\w.-]*\.[A-Za-z][\w-]*, whose host (relay_host: lower-cased, never "none",
+ * "local"...: it holds a dot) is the answer. Where its relay= or H= alternative could start, 0:
+ * Python reads the line. No match: out is absent (None). */
+static int relay_in_text(const unsigned char *b, bx_span text, bx_span *out) {
+    static const char *const WORDS[] = {"connect to ", "host ", "lost connection with ",
+                                        "conversation with ", NULL};
+    *out = NONE;
+    if (text.len <= 0)
+        return 1;
+    size_t from = text.off, end = text.off + (size_t)text.len;
+    for (size_t p = from; p < end; p++) {
+        if (p > from && is_word(b[p - 1]))
+            continue; /* \b: every alternative starts with a word character */
+        if (lower_is(b, p, end, "relay=") || lower_is(b, p, end, "h="))
+            return 0;
+        for (const char *const *w = WORDS; *w; w++) {
+            if (!lower_is(b, p, end, *w))
+                continue;
+            size_t q = p + strlen(*w), e = q, dot = 0;
+            while (e < end && (is_word(b[e]) || b[e] == '.' || b[e] == '-'))
+                e++;
+            if (e >= end || b[e] != '[' || e == q || !(is_word(b[q]) && b[q] != '_'))
+                break; /* no NAMED\.?\[ here */
+            size_t named = b[e - 1] == '.' ? e - 1 : e; /* \.? takes a last dot */
+            for (size_t i = q; i < named; i++)
+                if (b[i] == '.')
+                    dot = i + 1;
+            if (named == q || b[named - 1] == '.' || dot == 0 || dot >= named
+                || !((b[dot] >= 'a' && b[dot] <= 'z') || (b[dot] >= 'A' && b[dot] <= 'Z')))
+                break;
+            span(out, q, named);
+            return 1;
+        }
+    }
+    return 1;
+}
+
 /* domain_of(recipient): after the last '@', blanks stripped, then trailing dots */
 static void domain_of(const unsigned char *b, const bx_span *rcpt, bx_span *out) {
     *out = NONE;
@@ -569,10 +614,13 @@ int bx_delivery(const unsigned char *b, size_t start, size_t end, bx_record *r) 
     }
     if (dsn.len > 0)
         r->enhanced = dsn;
-    if (r->relay.len == 4 && memcmp(b + r->relay.off, "none", 4) == 0)
-        return 0; /* relay=none: the host is read from the text (find_relay_in_line): Python */
-    if (!relay_of(b, r->relay.off, r->relay.off + (size_t)r->relay.len, &r->relay))
+    if (r->relay.len == 4 && memcmp(b + r->relay.off, "none", 4) == 0) {
+        /* relay=none: the host the text names (find_relay_in_line), or 0: Python reads it */
+        if (!relay_in_text(b, r->text, &r->relay))
+            return 0;
+    } else if (!relay_of(b, r->relay.off, r->relay.off + (size_t)r->relay.len, &r->relay)) {
         return 0;
+    }
     domain_of(b, &r->rcpt, &r->domain);
     return 1;
 }
