@@ -289,6 +289,10 @@ static PyObject *new_event(Reader *self, PyObject **values) {
     }
     for (int i = 0; i < EVENT_FIELDS; i++)
         *(PyObject **)((char *)event + self->offset[i]) = values[i];
+    /* its fields are strings, a float and None: it can hold no cycle, the collector need not
+     * look at it (as CPython untracks tuples of such values) */
+    if (PyObject_GC_IsTracked(event))
+        PyObject_GC_UnTrack(event);
     return event;
 }
 
