@@ -272,6 +272,26 @@ def test_relay_none_hosts_named_in_the_text(compiled):
     assert {None, "mx.example.com", "a.b"} <= relays and len(pure[0]) == 20_000
 
 
+def test_lines_counted_by_the_extension(compiled, monkeypatch):
+    """count_lines(data) is data.count(b"\\n") (16 bytes at a time, counters summed every 255
+    rounds): random bytes of every length around those steps; the exporter's blocks are
+    counted with it when the compiled scan runs, with bytes.count when pure Python does."""
+    rng = random.Random(12)
+    for size in [*range(40), 4079, 4080, 4081, 4096, 65_536 + 7, 1 << 20]:
+        data = bytes(rng.choice(b"\n\nab\xff\r") for _ in range(size))
+        assert compiled.count_lines(data) == data.count(b"\n")
+    assert compiled.count_lines(b"\n" * 100_000) == 100_000
+    from bounce_exporter.sources import lines
+
+    monkeypatch.delenv(accel.PURE_PYTHON_ENV, raising=False)
+    lines.use_line_counter(accel.line_counter())
+    assert lines._count_lines is compiled.count_lines
+    assert lines.Block(b"a\nb\n\n", None).lines == 3
+    monkeypatch.setenv(accel.PURE_PYTHON_ENV, "1")
+    lines.use_line_counter(accel.line_counter())
+    assert lines._count_lines is lines.count_newlines
+
+
 def test_make_parser_takes_the_compiled_scan_unless_told_not_to(compiled, monkeypatch):
     monkeypatch.delenv(accel.PURE_PYTHON_ENV, raising=False)
     assert type(make_parser("postfix")) is FastPostfixParser and accel.accelerated()
