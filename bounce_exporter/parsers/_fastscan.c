@@ -205,7 +205,10 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
  *     traditional stamp only when its hour (month, day, hour) is not the one of the last call
  *     (StampReader.bsd's own rule: the same hour start, plus minutes and seconds); then
  *     remember(instance, event) when it is a deferral or its queue id is `held` (a dict, or a
- *     function answering `in`); a stamp that names no real time goes to fallback;
+ *     function answering `in`); a stamp that names no real time goes to fallback; `remember`
+ *     may be the ledger's (hold, defer, forget) instead: then what PostfixParser._remember does
+ *     is done here (the key "instance recipient"; hold a deferral without attempt, defer a
+ *     deferral, forget the recipient of a delivery or bounce), without its Python call;
  *   - a ": removed" line whose queue id is not held: nothing (the usual case);
  *   - any other line: fallback(start, end, removed) -> None or a sequence of events (the
  *     pure-Python parser's way, with its error handling); what Python read of stamps since is
@@ -383,6 +386,34 @@ static PyObject *time_of_record(read_state *st, const bx_record *rec) {
     return when;
 }
 
+/* remember(instance, event), or with the ledger's (hold, defer, forget) what
+ * PostfixParser._remember does: the key is "instance recipient" (both printable ASCII here). */
+static int remember_event(read_state *st, const bx_record *rec, PyObject *instance,
+                          PyObject *qid, PyObject *event, PyObject *reason) {
+    PyObject *done;
+    if (PyTuple_Check(st->remember) && PyTuple_GET_SIZE(st->remember) == 3) {
+        Py_ssize_t ni = PyUnicode_GET_LENGTH(instance), nr = rec->rcpt.len < 0 ? 0 : rec->rcpt.len;
+        PyObject *key = PyUnicode_New(ni + 1 + nr, 127);
+        if (key == NULL)
+            return -1;
+        Py_UCS1 *k = PyUnicode_1BYTE_DATA(key);
+        memcpy(k, PyUnicode_1BYTE_DATA(instance), (size_t)ni);
+        k[ni] = ' ';
+        if (nr > 0)
+            memcpy(k + ni + 1, st->b + rec->rcpt.off, (size_t)nr);
+        int which = reason != Py_None ? 0 : rec->status == BX_DEFERRED ? 1 : 2;
+        PyObject *args[3] = {qid, key, event};
+        done = PyObject_Vectorcall(PyTuple_GET_ITEM(st->remember, which), args,
+                                   which == 2 ? 2 : 3, NULL);
+        Py_DECREF(key);
+    } else {
+        PyObject *args[2] = {instance, event};
+        done = PyObject_Vectorcall(st->remember, args, 2, NULL);
+    }
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
 /* A delivery record's event, appended (and remembered when order needs it). */
 static int add_delivery(Reader *self, read_state *st, const bx_record *rec) {
     const unsigned char *b = st->b;
@@ -429,10 +460,7 @@ static int add_delivery(Reader *self, read_state *st, const bx_record *rec) {
         if (remember < 0) {
             status_ok = -1;
         } else if (remember) {
-            PyObject *args[2] = {instance, event};
-            PyObject *done = PyObject_Vectorcall(st->remember, args, 2, NULL);
-            status_ok = done == NULL ? -1 : 0;
-            Py_XDECREF(done);
+            status_ok = remember_event(st, rec, instance, qid, event, reason);
         }
     }
     if (status_ok == 0)

@@ -42,7 +42,8 @@ def scanner() -> ModuleType | None:
 
 
 def line_counter() -> Callable[[bytes], int] | None:
-    """``data.count(b"\\n")``, the extension's (16 bytes at a time), or None when pure Python runs."""
+    """``data.count(b"\\n")``, the extension's (16 bytes at a time); None when pure Python
+    runs."""
     compiled = scanner()
     return None if compiled is None else compiled.count_lines
 

@@ -3,13 +3,14 @@
 ``parse_block`` hands the block to the C extension's ``Reader``, which finds the lines the
 pure-Python ``PostfixParser.parse_block`` looks at (``status=``, ``: removed``), reads the delivery
 agents' lines whole and makes their events itself, in line order. What depends on order is done in
-that order, by this parser's own Python where it keeps state: the time stamps (``StampReader``: the
-year of traditional stamps; called once per hour of log, its own rule), the ledger (deferrals
-remembered, deliveries and ``: removed`` forgetting them: ``_remember``, and its membership looked
-up in its dict). Every line the extension does not read (not printable ASCII, expiries, other
-shapes, a ``: removed`` line of a message the ledger holds) goes through the pure-Python
-``_parse_status_line`` / ``_forget_removed`` (``_fallback``), so the events are exactly the
-pure-Python parser's, line for line; tests/test_speedups.py compares both on whole logs.
+that order, with this parser's own state: the time stamps (``StampReader.time_of``, called once per
+hour of log for traditional stamps: its own rule), the ledger (deferrals remembered, deliveries and
+``: removed`` forgetting them: ``_remember``'s choice among the ledger's ``hold``, ``defer`` and
+``forget`` is made in C, and its membership looked up in its dict). Every line the extension does
+not read (not printable ASCII, expiries, other shapes, a ``: removed`` line of a message the ledger
+holds) goes through the pure-Python ``_parse_status_line`` / ``_forget_removed`` (``_fallback``),
+so the events are exactly the pure-Python parser's, line for line; tests/test_speedups.py compares
+both on whole logs.
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ class FastPostfixParser(PostfixParser):
                                     DESTINATION_SUSPENDED).read
 
     def parse_block(self, block: bytes, failed: Failed) -> list[DeliveryEvent]:
-        holds = self._pending.holds()
+        ledger = self._pending
+        holds = ledger.holds()
         held = getattr(holds, "__self__", None)  # the ledger's dict: looked up from C
+        # what _remember does, done by the extension with the ledger's own methods
+        remember = (ledger.hold, ledger.defer, ledger.forget)
         events = self._read(block, held if isinstance(held, dict) else holds,
-                            self._stamps.time_of, self._remember, self._fallback(block, failed))
+                            self._stamps.time_of, remember, self._fallback(block, failed))
         if events is None:  # empty, or not ending with a newline: the pure-Python way
             return super().parse_block(block, failed)
         return events
