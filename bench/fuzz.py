@@ -32,7 +32,8 @@ TOKENS = [
     ", conn_use=", "status=sent (", "status=deferred (", "status=bounced (", "status=SOFTBOUNCE",
     "host ", " said: ", " refused to talk to me: ", "250 2.0.0 ", "431-4.3.1 ", "relay=none",
     "postfix/smtp[", "postfix-out/relay/smtp: ", "Nov 28 12:22:37 ", "2026-11-28T12:07:58.123+01:00 ",
-    "[127.0.0.1]:25", "\r\n", "\n",
+    "[127.0.0.1]:25", "\r\n", "\n", "relay=none, ", "(connect to ", "lost connection with ",
+    "conversation with ", "H=", "mx.example.com.[",
 ]
 
 

@@ -46,6 +46,7 @@ from bounce_exporter.sources import Source
 from bounce_exporter.sources.catchup import CatchUpSource
 from bounce_exporter.sources.files import FileSource
 from bounce_exporter.sources.journal import JournalCursor, JournalSource
+from bounce_exporter.sources.lines import use_line_counter
 from bounce_exporter.sources.position import Position
 from bounce_exporter.sources.postqueue import QueueReader
 from bounce_exporter.sources.stdin import StdinSource, is_stdin
@@ -92,6 +93,7 @@ class Exporter:
         self.pipeline = Pipeline(self.classifier, self.state,
                                  block_observers=[self.store.observe_block])
         self.keeper = StateKeeper(config.state_file, self.store)
+        use_line_counter(accel.line_counter())  # the C extension's, with the compiled scan
         for source in expand_sources(config.sources, config.from_start):
             self._add_source(source)
         # /metrics is served by scrape(), or, with a registry given (its own collectors besides),

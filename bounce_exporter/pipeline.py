@@ -189,6 +189,9 @@ class Pipeline:
             for block in read_blocks():
                 self._count_block(feed, block, parse_block)
                 total += block.lines
+                # let go of the block's data before the next read makes the next one: the
+                # allocator then reuses its memory instead of getting (and faulting in) fresh pages
+                del block
                 if until is not None and until():
                     break
         else:

@@ -6,6 +6,7 @@
  * read", every record is checked: in order, inside the block, its spans inside its line, and
  * printable ASCII wherever the wrapper makes a string of them.
  */
+#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         while ((n = bx_next(&scanner, records, sizeof records / sizeof *records)) > 0)
             for (size_t i = 0; i < n; i++)
                 check(block, size + 1, &records[i], &last);
+    /* bx_count_lines counts the newlines, from every start near the block's start */
+    for (size_t from = 0; from <= size + 1 && from < 40; from += 1 + from / 4) {
+        size_t want = 0;
+        for (size_t i = from; i < size + 1; i++)
+            want += block[i] == '\n';
+        if (bx_count_lines(block + from, size + 1 - from) != want)
+            abort();
+    }
+    /* bx_find is memmem, at every start (the SIMD part and the tail alike) */
+    static const char *const needles[] = {"status=", ": removed", "ab", "\n\n", "said: "};
+    for (size_t k = 0; k < sizeof needles / sizeof *needles; k++) {
+        size_t m = strlen(needles[k]);
+        for (size_t from = 0; from <= size + 1; from += 1 + from / 4)
+            if (bx_find(block + from, size + 1 - from, needles[k], m)
+                != memmem(block + from, size + 1 - from, needles[k], m))
+                abort();
+    }
     /* the block as given (it may not end with a newline): refused, never read past */
     if (bx_init(&scanner, block, size) == 0)
         while ((n = bx_next(&scanner, records, 7)) > 0) {

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from bounce_exporter.classify import providers
 from bounce_exporter.classify.catalog import load_catalog, packaged_catalog
 from bounce_exporter.classify.classifier import Classifier
 from bounce_exporter.classify.explain import explain
@@ -280,3 +281,15 @@ def test_the_status_page_names_the_provider_that_answered(tmp_path):
         page = exporter.status_page()
     assert recent == {"example.org": "google", "small.example": "other"}
     assert "Google (Gmail, Google Workspace) (" in page and "support.google.com/a/answer/3726730" in page
+
+
+def test_the_markers_answer_of_a_text_is_remembered_within_bounds(table):
+    texts = [f"421 4.7.0 try later {n} - gsmtp" if n % 2 else f"550 5.7.1 nope {n}"
+             for n in range(providers._MEMO_LIMIT + 10)]
+    for _ in range(2):  # the second time from the memo: the same answers
+        assert [table.of(None, text) for text in texts] == [
+            "google" if n % 2 else "other" for n in range(len(texts))]
+        assert len(table._marked) <= providers._MEMO_LIMIT
+    long_text = "x" * (providers._MEMO_TEXT + 1) + " gsmtp"
+    assert table.of("192.0.2.1", long_text) == "google"
+    assert long_text not in table._marked

@@ -202,6 +202,96 @@ def test_edge_blocks_go_the_pure_python_way(compiled):
     assert len(both(compiled, [line + b"\n"])[1][0]) == 1
 
 
+def delivery(stamp: str, qid: str, status: str = "deferred", extra: str = "") -> bytes:
+    reply = "250 2.0.0 Ok" if status == "sent" else "450 4.2.0 later"
+    return (f"{stamp} mx1 postfix/smtp[2]: {qid}: to=<a{extra}@roll.example>, relay="
+            f"mx.roll.example[192.0.2.7]:25, delay=1, dsn=2.0.0, status={status} "
+            f"(host mx.roll.example[192.0.2.7] said: {reply})").encode()
+
+
+def test_order_kept_between_compiled_and_python_lines(compiled):
+    """Within one block, in line order: a stamp read by Python between two read by the
+    extension (a December line between two of January 1: the second is a year later, for the
+    stamp reader's rule, though its hour is the first's); a ": removed" line of a message
+    deferred earlier in the block (the ledger takes it), and one of a message deferred before."""
+    lines = [
+        delivery("Jan  1 00:00:01", "Q1"),
+        delivery("Dec 31 23:59:59", "Q2", extra="\u00e9"),  # not ASCII: Python reads it
+        delivery("Jan  1 00:00:02", "Q3"),
+        delivery("Jan  1 00:00:03", "Q4"),
+        b"Jan  1 00:00:04 mx1 postfix/qmgr[3]: Q4: removed",
+        b"Jan  1 00:00:05 mx1 postfix/qmgr[3]: Q0: removed",
+        delivery("Jan  1 00:00:06", "Q4", "sent"),
+        b"Jan  1 00:00:07 mx1 postfix/qmgr[3]: Q1: removed",
+    ]
+    before = delivery("Dec 30 10:00:00", "Q0")
+    pure, fast = both(compiled, [before + b"\n", b"".join(line + b"\n" for line in lines)])
+    assert fast == pure
+    events, _, state = pure
+    assert [e.queue_id for e in events] == ["Q0", "Q1", "Q2", "Q3", "Q4", "Q4"]
+    assert events[3].time - events[1].time > 360 * 86400, "the next year"
+    assert [m[0] for m in state["ledger"]["messages"]] == ["Q2", "Q3"]
+
+
+def test_ledger_asked_through_a_function(compiled):
+    """``held`` may be a function answering ``in`` instead of the ledger's dict: the same events
+    and ledger."""
+    block = b"".join(line + b"\n" for line in (
+        delivery("Jan  1 00:00:01", "Q1"), b"Jan  1 00:00:02 mx1 postfix/qmgr[3]: Q1: removed",
+        delivery("Jan  1 00:00:03", "Q2"), delivery("Jan  1 00:00:04", "Q2", "sent")))
+    pure = PostfixParser(reference=REFERENCE)
+    fast = FastPostfixParser(reference=REFERENCE, scanner=compiled)
+    events = fast._read(block, lambda qid: qid in fast._pending, fast._stamps.time_of,
+                        fast._remember, fast._fallback(block, print))
+    assert events == pure.parse_block(block, print) and len(events) == 3
+    assert fast.state() == pure.state() and not pure.state()["ledger"]["messages"]
+
+
+def test_relay_none_hosts_named_in_the_text(compiled):
+    """relay=none: the host is the one the text names (find_relay_in_line), read by the extension
+    where it can: 20,000 texts of Postfix's words, names and look-alikes (trailing and double
+    dots, a digit or an underscore after the last dot, upper case, no bracket), relay= and H=
+    inside, and none of them."""
+    rng = random.Random(11)
+    words = ["connect to ", "Connect To ", "host ", "HOST ", "lost connection with ",
+             "conversation with ", "connect  to ", "xhost ", "(host ", "relay=", "H=", "h=", "",
+             "delivery temporarily suspended: connect to ", "Host or domain name not found. "]
+    names = ["mx.example.com", "MX.Example.COM", "mx.example.com.", "mx..example.com",
+             "mx.example.com..", "a.b", "a.1b", "a._b", "_a.b", "-a.b", "a-.b-", "ab", "a.b.c.d",
+             "1.2.3.4", "mx.x_y.example", ".mx.example", "mx.example-", ""]
+    after = ["[192.0.2.1]:25", "[", "", " [192.0.2.1]", ":25", "]", ".[x]"]
+    lines = []
+    for n in range(20_000):
+        text = "".join(rng.choice(words) + rng.choice(names) + rng.choice(after)
+                       + rng.choice(["", ": ", " ", "; ", "x"]) for _ in range(rng.randint(0, 3)))
+        lines.append(f"Jan  6 10:00:00 mx1 postfix/smtp[2]: Q{n}: to=<a@b.example>, relay=none, "
+                     f"delay=1, dsn=4.4.1, status=deferred ({text})\n".encode())
+    pure, fast = both(compiled, [b"".join(lines)])
+    assert fast == pure
+    relays = {event.relay for event in pure[0]}
+    assert {None, "mx.example.com", "a.b"} <= relays and len(pure[0]) == 20_000
+
+
+def test_lines_counted_by_the_extension(compiled, monkeypatch):
+    """count_lines(data) is data.count(b"\\n") (16 bytes at a time, counters summed every 255
+    rounds): random bytes of every length around those steps; the exporter's blocks are
+    counted with it when the compiled scan runs, with bytes.count when pure Python does."""
+    rng = random.Random(12)
+    for size in [*range(40), 4079, 4080, 4081, 4096, 65_536 + 7, 1 << 20]:
+        data = bytes(rng.choice(b"\n\nab\xff\r") for _ in range(size))
+        assert compiled.count_lines(data) == data.count(b"\n")
+    assert compiled.count_lines(b"\n" * 100_000) == 100_000
+    from bounce_exporter.sources import lines
+
+    monkeypatch.delenv(accel.PURE_PYTHON_ENV, raising=False)
+    lines.use_line_counter(accel.line_counter())
+    assert lines._count_lines is compiled.count_lines
+    assert lines.Block(b"a\nb\n\n", None).lines == 3
+    monkeypatch.setenv(accel.PURE_PYTHON_ENV, "1")
+    lines.use_line_counter(accel.line_counter())
+    assert lines._count_lines is lines.count_newlines
+
+
 def test_make_parser_takes_the_compiled_scan_unless_told_not_to(compiled, monkeypatch):
     monkeypatch.delenv(accel.PURE_PYTHON_ENV, raising=False)
     assert type(make_parser("postfix")) is FastPostfixParser and accel.accelerated()

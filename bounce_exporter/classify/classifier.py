@@ -265,9 +265,11 @@ class _Prefilter:
         self._unit_rule = units.rule
         self._unit_regex = units.regex
         self._always = tuple(always)
-        # A scan reports the longest key at a position; keys that are its prefixes match there too.
-        self._by_key = {key: tuple(sorted(set().union(*(found for other, found in by_key.items()
-                                                          if key.startswith(other)))))
+        # A scan reports the longest key at a position; keys that are its prefixes match there too
+        # (looked up prefix by prefix: a scope is made at the first reply of its codes)
+        self._by_key = {key: tuple(sorted(set().union(*(by_key[key[:n]]
+                                                        for n in range(len(key) + 1)
+                                                        if key[:n] in by_key))))
                         for key in by_key}
         self._anchor = re.compile(patterns.trie(by_key)) if by_key else None
 

@@ -34,6 +34,7 @@ PROVIDER_FIELDS = {"name", "postmaster", "hosts", "domains", "markers"}
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]")
 _MEMO_LIMIT = 4096
+_MEMO_TEXT = 512  # longer reply texts are searched every time, not remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,9 @@ class ProviderTable:
                         for p in self.providers.values() if p.markers]
         self._markers = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
         self._memo: dict[str, str | None] = {}  # relay -> provider, "" (named, none) or None (no name)
+        # reply text -> the provider its markers name, or None: one search of every marker costs
+        # about 100 us a text, and a relay without a name answers the same text again and again
+        self._marked: dict[str, str | None] = {}
 
     def get(self, key: str) -> Provider | None:
         return self.providers.get(key)
@@ -96,14 +100,26 @@ class ProviderTable:
                 self._memo[relay] = found
             if found is not None:
                 return found or OTHER
-        markers = self._markers
-        if markers is not None and text:
-            match = markers.search(text)
-            if match is not None and match.lastgroup:
-                return match.lastgroup
+        if self._markers is not None and text:
+            marked = self._marked.get(text, "\0")
+            if marked == "\0":
+                marked = self._marker_of(text)
+            if marked is not None:
+                return marked
         if relay is None and domain:
             return self._domains.get(domain, OTHER)
         return OTHER
+
+    def _marker_of(self, text: str) -> str | None:
+        """The provider whose markers the text carries first (remembered: ``_marked``)."""
+        assert self._markers is not None
+        match = self._markers.search(text)
+        found = match.lastgroup if match is not None and match.lastgroup else None
+        if len(text) <= _MEMO_TEXT:
+            if len(self._marked) >= _MEMO_LIMIT:
+                self._marked.clear()
+            self._marked[text] = found
+        return found
 
 
 def _unnamed(relay: str) -> bool:

@@ -14,6 +14,7 @@
 #define BX_FASTSCAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 enum { BX_DELIVERY = 1, BX_SLOW = 2, BX_REMOVED = 3 };
@@ -52,6 +53,12 @@ int bx_init(bx_scanner *scanner, const unsigned char *buf, size_t len);
 
 /* Up to cap records into out, in line order; 0 when the block is done. */
 size_t bx_next(bx_scanner *scanner, bx_record *out, size_t cap);
+
+/* memmem for needles of 2 bytes or more (SIMD where there is SSE2); the fuzz harness compares. */
+const unsigned char *bx_find(const unsigned char *hay, size_t n, const char *needle, size_t m);
+
+/* The number of newlines in [b, b + n) (a block's lines). */
+size_t bx_count_lines(const unsigned char *b, size_t n);
 
 /* Read one line [start, end) as a delivery agent's line; 1 and the fields in record, or 0. */
 int bx_delivery(const unsigned char *buf, size_t start, size_t end, bx_record *record);

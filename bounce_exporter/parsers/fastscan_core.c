@@ -12,6 +12,9 @@
  */
 #define _GNU_SOURCE
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "fastscan.h"
 
@@ -32,17 +35,78 @@ int bx_init(bx_scanner *s, const unsigned char *buf, size_t len) {
     return 0;
 }
 
+/* memmem(hay, n, needle, m) for m >= 2, 16 places at a time where SSE2 is there (every x86-64):
+ * the places whose byte is the needle's first and whose byte m - 1 further is its last are the
+ * only ones compared whole (W. Mula's "generic SIMD" search). The same answer as memmem. */
+const unsigned char *bx_find(const unsigned char *hay, size_t n, const char *needle, size_t m) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    if (m >= 2) {
+        const __m128i first = _mm_set1_epi8(needle[0]), last = _mm_set1_epi8(needle[m - 1]);
+        for (; i + m - 1 + 16 <= n; i += 16) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(hay + i));
+            __m128i z = _mm_loadu_si128((const __m128i *)(hay + i + m - 1));
+            unsigned mask = (unsigned)_mm_movemask_epi8(
+                _mm_and_si128(_mm_cmpeq_epi8(a, first), _mm_cmpeq_epi8(z, last)));
+            while (mask != 0) {
+                size_t at = i + (size_t)__builtin_ctz(mask);
+                if (memcmp(hay + at + 1, needle + 1, m - 2) == 0)
+                    return hay + at;
+                mask &= mask - 1;
+            }
+        }
+    }
+#endif
+    return memmem(hay + i, n - i, needle, m);
+}
+
+/* The newlines in [b, b + n): 16 bytes at a time where SSE2 is there (per byte counters, summed
+ * every 255 rounds before they overflow). */
+size_t bx_count_lines(const unsigned char *b, size_t n) {
+    size_t total = 0, i = 0;
+#if defined(__SSE2__)
+    const __m128i nl = _mm_set1_epi8('\n'), zero = _mm_setzero_si128();
+    while (i + 16 <= n) {
+        __m128i counts = zero;
+        for (int round = 0; round < 255 && i + 16 <= n; round++, i += 16)
+            counts = _mm_sub_epi8(counts, _mm_cmpeq_epi8(
+                                              _mm_loadu_si128((const __m128i *)(b + i)), nl));
+        __m128i sums = _mm_sad_epu8(counts, zero);
+        total += (size_t)_mm_cvtsi128_si32(sums) + (size_t)_mm_extract_epi16(sums, 4);
+    }
+#endif
+    for (; i < n; i++)
+        total += b[i] == '\n';
+    return total;
+}
+
 static ssize_t find(const bx_scanner *s, size_t from, const char *what, size_t size) {
     if (from >= s->len)
         return -1;
-    const unsigned char *at = memmem(s->buf + from, s->len - from, what, size);
+    const unsigned char *at = bx_find(s->buf + from, s->len - from, what, size);
     return at ? (ssize_t)(at - s->buf) : -1;
 }
 
 static size_t line_start(const unsigned char *buf, size_t at) {
-    while (at > 0 && buf[at - 1] != '\n')
-        at--;
-    return at;
+    const unsigned char *nl = memrchr(buf, '\n', at);
+    return nl ? (size_t)(nl - buf) + 1 : 0;
+}
+
+/* 1 when [from, to) is all printable ASCII (0x20 to 0x7e) */
+static int printable(const unsigned char *b, size_t from, size_t to) {
+    size_t i = from;
+#if defined(__SSE2__)
+    const __m128i space = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+    for (; i + 16 <= to; i += 16) { /* as signed bytes, 0x80 to 0xff are below 0x20 too */
+        __m128i v = _mm_loadu_si128((const __m128i *)(b + i));
+        if (_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(v, space), _mm_cmpeq_epi8(v, del))))
+            return 0;
+    }
+#endif
+    for (; i < to; i++)
+        if (b[i] < 0x20 || b[i] > 0x7e)
+            return 0;
+    return 1;
 }
 
 static void span(bx_span *sp, size_t from, size_t to) {
@@ -280,8 +344,12 @@ static int stamp(cursor *c, bx_record *r) {
 
 /* a run of bytes that are none of `stop` (and no blank): its length */
 static size_t run_until(cursor *c, const char *stop) {
+    uint64_t ends[4] = {1, 0, 0, 0}; /* the bytes that end the run: NUL (strchr's), blank, stop */
+    ends[' ' >> 6] |= (uint64_t)1 << (' ' & 63);
+    for (const unsigned char *s = (const unsigned char *)stop; *s; s++)
+        ends[*s >> 6] |= (uint64_t)1 << (*s & 63);
     size_t from = c->p;
-    while (!at_end(c) && c->b[c->p] != ' ' && !strchr(stop, c->b[c->p]))
+    while (!at_end(c) && !((ends[c->b[c->p] >> 6] >> (c->b[c->p] & 63)) & 1))
         c->p++;
     return c->p - from;
 }
@@ -437,6 +505,51 @@ static int relay_of(const unsigned char *b, size_t from, size_t to, bx_span *out
     return 1;
 }
 
+static int lower_is(const unsigned char *b, size_t p, size_t end, const char *lit) {
+    size_t n = strlen(lit);
+    return end - p >= n && strncasecmp((const char *)b + p, lit, n) == 0;
+}
+
+/* find_relay_in_line(text) where the text is printable ASCII: the first match, left to right, of
+ * _IN_LINE (relay/parsers/relay.py; IGNORECASE). Read here: its Postfix alternative,
+ * \b(?:connect to|host|lost connection with|conversation with) NAMED\.?\[ with NAMED =
+ * [A-Za-z0-9][\w.-]*\.[A-Za-z][\w-]*, whose host (relay_host: lower-cased, never "none",
+ * "local"...: it holds a dot) is the answer. Where its relay= or H= alternative could start, 0:
+ * Python reads the line. No match: out is absent (None). */
+static int relay_in_text(const unsigned char *b, bx_span text, bx_span *out) {
+    static const char *const WORDS[] = {"connect to ", "host ", "lost connection with ",
+                                        "conversation with ", NULL};
+    *out = NONE;
+    if (text.len <= 0)
+        return 1;
+    size_t from = text.off, end = text.off + (size_t)text.len;
+    for (size_t p = from; p < end; p++) {
+        if (p > from && is_word(b[p - 1]))
+            continue; /* \b: every alternative starts with a word character */
+        if (lower_is(b, p, end, "relay=") || lower_is(b, p, end, "h="))
+            return 0;
+        for (const char *const *w = WORDS; *w; w++) {
+            if (!lower_is(b, p, end, *w))
+                continue;
+            size_t q = p + strlen(*w), e = q, dot = 0;
+            while (e < end && (is_word(b[e]) || b[e] == '.' || b[e] == '-'))
+                e++;
+            if (e >= end || b[e] != '[' || e == q || !(is_word(b[q]) && b[q] != '_'))
+                break; /* no NAMED\.?\[ here */
+            size_t named = b[e - 1] == '.' ? e - 1 : e; /* \.? takes a last dot */
+            for (size_t i = q; i < named; i++)
+                if (b[i] == '.')
+                    dot = i + 1;
+            if (named == q || b[named - 1] == '.' || dot == 0 || dot >= named
+                || !((b[dot] >= 'a' && b[dot] <= 'z') || (b[dot] >= 'A' && b[dot] <= 'Z')))
+                break;
+            span(out, q, named);
+            return 1;
+        }
+    }
+    return 1;
+}
+
 /* domain_of(recipient): after the last '@', blanks stripped, then trailing dots */
 static void domain_of(const unsigned char *b, const bx_span *rcpt, bx_span *out) {
     *out = NONE;
@@ -518,9 +631,8 @@ static int delivery_fields(cursor *c, bx_record *r, bx_span *dsn) {
 
 int bx_delivery(const unsigned char *b, size_t start, size_t end, bx_record *r) {
     memset(r, 0, sizeof *r);
-    for (size_t i = start; i < end; i++)
-        if (b[i] < 0x20 || b[i] > 0x7e)
-            return 0;
+    if (!printable(b, start, end))
+        return 0;
     r->kind = BX_DELIVERY;
     r->start = start;
     r->end = end;
@@ -569,10 +681,13 @@ int bx_delivery(const unsigned char *b, size_t start, size_t end, bx_record *r) 
     }
     if (dsn.len > 0)
         r->enhanced = dsn;
-    if (r->relay.len == 4 && memcmp(b + r->relay.off, "none", 4) == 0)
-        return 0; /* relay=none: the host is read from the text (find_relay_in_line): Python */
-    if (!relay_of(b, r->relay.off, r->relay.off + (size_t)r->relay.len, &r->relay))
+    if (r->relay.len == 4 && memcmp(b + r->relay.off, "none", 4) == 0) {
+        /* relay=none: the host the text names (find_relay_in_line), or 0: Python reads it */
+        if (!relay_in_text(b, r->text, &r->relay))
+            return 0;
+    } else if (!relay_of(b, r->relay.off, r->relay.off + (size_t)r->relay.len, &r->relay)) {
         return 0;
+    }
     domain_of(b, &r->rcpt, &r->domain);
     return 1;
 }

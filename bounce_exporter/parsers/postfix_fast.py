@@ -1,27 +1,38 @@
 """The Postfix parser with the compiled block scan (``parsers.accel``): the same events, faster.
 
-``parse_block`` hands the block to the C extension, which finds the lines the pure-Python
-``PostfixParser.parse_block`` looks at (``status=``, ``: removed``) and reads the delivery agents'
-lines whole (fields as strings, domain and relay in their one form). What depends on order stays
-here, in line order, as in the pure-Python parser: the time stamps (``StampReader``: the year of
-traditional stamps), the ledger (deferrals remembered, deliveries and ``: removed`` forgetting
-them). Every line the extension does not read (not printable ASCII, expiries, other shapes) goes
-through the pure-Python ``_parse_status_line`` / ``_forget_removed``, so the events are exactly the
-pure-Python parser's, line for line; tests/test_speedups.py compares both on whole logs.
+``parse_block`` hands the block to the C extension's ``Reader``, which finds the lines the
+pure-Python ``PostfixParser.parse_block`` looks at (``status=``, ``: removed``), reads the delivery
+agents' lines whole and makes their events itself, in line order. What depends on order is done in
+that order, with this parser's own state: the time stamps (``StampReader.time_of``, called once per
+hour of log for traditional stamps: its own rule), the ledger (deferrals remembered, deliveries and
+``: removed`` forgetting them: ``_remember``'s choice among the ledger's ``hold``, ``defer`` and
+``forget`` is made in C, and its membership looked up in its dict). Every line the extension does
+not read (not printable ASCII, expiries, other shapes, a ``: removed`` line of a message the ledger
+holds) goes through the pure-Python ``_parse_status_line`` / ``_forget_removed`` (``_fallback``),
+so the events are exactly the pure-Python parser's, line for line; tests/test_speedups.py compares
+both on whole logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from types import ModuleType
 
 from bounce_exporter.event import DeliveryEvent
 from bounce_exporter.parsers import Failed
 from bounce_exporter.parsers.ledger import MAX_MESSAGES
 from bounce_exporter.parsers.postfix import (
+    DESTINATION_SUSPENDED,
     MTA,
+    SUSPENDED,
     PostfixParser,
-    without_attempt,
 )
+
+# DeliveryEvent's fields in the order the extension fills them (it checks that each is a slot)
+EVENT_FIELDS = ("time", "mta", "queue_id", "recipient", "domain", "status", "code", "enhanced",
+                "text", "relay", "without_attempt")
+assert tuple(f.name for f in fields(DeliveryEvent)) == EVENT_FIELDS
 
 
 class FastPostfixParser(PostfixParser):
@@ -30,42 +41,33 @@ class FastPostfixParser(PostfixParser):
     def __init__(self, reference: float | None = None, *,
                  max_pending: int = MAX_MESSAGES, scanner: ModuleType):
         super().__init__(reference, max_pending=max_pending)
-        self._scan = scanner.scan
+        self._read = scanner.Reader(DeliveryEvent, EVENT_FIELDS, MTA, SUSPENDED,
+                                    DESTINATION_SUSPENDED).read
 
     def parse_block(self, block: bytes, failed: Failed) -> list[DeliveryEvent]:
-        records = self._scan(block)
-        if records is None:  # empty, or not ending with a newline: the pure-Python way
+        ledger = self._pending
+        holds = ledger.holds()
+        held = getattr(holds, "__self__", None)  # the ledger's dict: looked up from C
+        # what _remember does, done by the extension with the ledger's own methods
+        remember = (ledger.hold, ledger.defer, ledger.forget)
+        events = self._read(block, held if isinstance(held, dict) else holds,
+                            self._stamps.time_of, remember, self._fallback(block, failed))
+        if events is None:  # empty, or not ending with a newline: the pure-Python way
             return super().parse_block(block, failed)
-        events: list[DeliveryEvent] = []
-        pending, time_of, remember = self._pending.holds(), self._stamps.time_of, self._remember
-        stamp_read = when = None  # the stamp last read by time_of, and its time
-        for record in records:
-            if len(record) == 12:
-                (stamp, instance, qid, recipient, domain, status, code, enhanced, text, relay,
-                 start, end) = record
-                if stamp is not stamp_read:  # a float: read by the extension (RFC 3339)
-                    when = stamp if stamp.__class__ is float else time_of(*stamp)
-                    stamp_read = stamp
-                if when is not None:
-                    event = DeliveryEvent(when, MTA, qid, recipient, domain, status, code,
-                                          enhanced, text, relay, without_attempt(status, text))
-                    if status == "deferred" or pending(qid):
-                        remember(instance, event)
-                    events.append(event)
-                    continue
-                record = (start, end)  # no real time: the pure-Python way says why
-            elif len(record) == 3:
-                qid, start, end = record
-                if qid is not None and not pending(qid):
-                    continue  # the usual case: nothing deferred is remembered for it
-                record = (start, end, None)
-            stamp_read = None  # Python's parser reads stamps too: read the next one again
-            raw = block[record[0] : record[1]]
+        return events
+
+    def _fallback(self, block: bytes, failed: Failed,
+                  ) -> Callable[[int, int, bool], Sequence[DeliveryEvent] | None]:
+        """The pure-Python way for the line ``block[start:end]``, for the extension to call."""
+        def fallback(start: int, end: int, removed: bool) -> Sequence[DeliveryEvent] | None:
+            raw = block[start:end]
             try:
-                if len(record) == 2:
-                    events += self._parse_status_line(raw)
-                else:
+                if removed:
                     self._forget_removed(raw)
+                    return None
+                return self._parse_status_line(raw)
             except Exception as error:  # noqa: BLE001 - the caller decides (counts, logs)
                 failed(raw, error)
-        return events
+                return None
+
+        return fallback

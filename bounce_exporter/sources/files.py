@@ -160,6 +160,7 @@ class FileSource(SplitsLines):
                 block = self._block(cur, chunk)
                 if block is not None:
                     yield block
+                    block = None  # let go of its data before the next read makes another
                 continue
             if not cur.live:  # a rotated file read to its end: it is done
                 block = self._flush(cur)

@@ -8,10 +8,28 @@ counted, so line numbers stay right. A CR before the newline is part of the line
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bounce_exporter.sources.position import Position
 
 CHUNK_SIZE = 1 << 20  # bytes read at once
 TOO_LONG = b""  # stands in for a line over max_line_bytes
+
+
+def count_newlines(data: bytes) -> int:
+    return data.count(b"\n")
+
+
+# A block's lines, counted: its newlines. ``bytes.count`` looks at one byte at a time; the wiring
+# (``app``) hands over the C extension's count when it runs (``parsers.accel.line_counter``).
+_count_lines: Callable[[bytes], int] = count_newlines
+
+
+def use_line_counter(count: Callable[[bytes], int] | None) -> None:
+    """Count blocks' lines with ``count`` (the same number as ``count_newlines``), or with
+    ``count_newlines`` again (None)."""
+    global _count_lines
+    _count_lines = count or count_newlines
 
 
 class Batch(list):
@@ -35,7 +53,7 @@ class Block:
 
     def __init__(self, data: bytes, position: Position | None, too_long: int = 0):
         self.data = data
-        self.lines = data.count(b"\n")
+        self.lines = _count_lines(data)
         self.position = position
         self.too_long = too_long
 

@@ -66,7 +66,8 @@ class RecentDeferrals:
         if event.status != "deferred":
             return
         when = event.time
-        self._tick(when)
+        if when > self.now:  # else the clock stays, and its minute was pruned when it moved
+            self._tick(when)
         if when < self.now - self.window:
             return  # already out of the window
         domain = event.domain or "unknown"

@@ -94,8 +94,10 @@ class Store:
 
     def observe_block(self, found: list[tuple[DeliveryEvent, Classification]]) -> None:
         """``observe`` of each (event, classification) of a block, in order (under the lock)."""
-        if any(event.without_attempt is not None for event, _ in found):
-            found = [item for item in found if item[0].without_attempt is None]
+        for event, _ in found:  # (a loop that stops: quicker than any() of a generator)
+            if event.without_attempt is not None:
+                found = [item for item in found if item[0].without_attempt is None]
+                break
         self.tracker.observe_block(found)
         self.recent.observe_block(found)
 
