@@ -229,13 +229,13 @@ def _closed_pipe() -> int:
 
 
 def _run(args: argparse.Namespace, config, loader) -> int:
-    from bounce_exporter import app  # after the flags: --help stays fast
-
     if args.command in ("report", "backfill"):
         return _history(args, config)
     if args.command in ("parse", "explain"):
         if args.command == "parse":
-            status = app.parse_files(args.files, config, sys.stdout, sys.stderr)
+            from bounce_exporter.oneshot import parse_files  # after the flags: --help stays fast
+
+            status = parse_files(args.files, config, sys.stdout, sys.stderr)
         else:
             from bounce_exporter.classify.explain import run_explain
 
@@ -243,7 +243,9 @@ def _run(args: argparse.Namespace, config, loader) -> int:
                                  out=sys.stdout, err=sys.stderr)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the exit
         return status
-    exporter = app.Exporter(config, loader=loader)
+    from bounce_exporter.app import Exporter
+
+    exporter = Exporter(config, loader=loader)
     exporter.install_signal_handlers()
     try:
         return exporter.run()
@@ -253,12 +255,12 @@ def _run(args: argparse.Namespace, config, loader) -> int:
 
 
 def _history(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
-    from bounce_exporter import app
+    from bounce_exporter import oneshot
     from bounce_exporter.checks import parse_duration
     from bounce_exporter.exposition.backfill import SERIES_LABELS, parse_labels
 
     if args.command == "report":
-        status = app.report_files(args.files, config, args.report_format, sys.stdout,
+        status = oneshot.report_files(args.files, config, args.report_format, sys.stdout,
                                   sys.stderr)
         sys.stdout.flush()
         return status
@@ -280,8 +282,8 @@ def _history(args: argparse.Namespace, config) -> int:  # type: ignore[no-untype
               "default lookback (5m): instant queries find no value between two samples unless "
               "--query.lookback-delta is at least the step", file=sys.stderr)
     if args.output is None:
-        status = app.backfill_files(args.files, config, step, sys.stdout, sys.stderr, labels)
+        status = oneshot.backfill_files(args.files, config, step, sys.stdout, sys.stderr, labels)
         sys.stdout.flush()
         return status
     with open(args.output, "w", encoding="utf-8") as out:
-        return app.backfill_files(args.files, config, step, out, sys.stderr, labels)
+        return oneshot.backfill_files(args.files, config, step, out, sys.stderr, labels)

@@ -41,7 +41,7 @@ exporter.wakeup.stop()
 """
 
 _RUN_DEPENDENT = [
-    (re.compile(r"^(bounce_exporter_last_line_timestamp_seconds\{[^}]*\}) \S+$", re.M),
+    (re.compile(r"^(bounce_exporter_last_line_timestamp_seconds\{[^}]*\}) \S+$", re.MULTILINE),
      r"\1 WALL_CLOCK_OF_THE_LAST_LINE"),
     (re.compile(r'accelerated="(?:true|false)"'), 'accelerated="EITHER"'),
 ]

@@ -171,7 +171,7 @@ def test_a_deferral_without_attempt_keeps_the_last_servers_reply_in_the_ledger()
 
 
 def test_the_parse_record_names_a_deferral_without_attempt():
-    from bounce_exporter.app import event_record
+    from bounce_exporter.oneshot import event_record
 
     event = DeliveryEvent(0.0, "exim", "q", "u@d.example", "d.example", "deferred", None, None,
                           "retry time not reached", None, "retry_time_not_reached")

@@ -11,8 +11,9 @@ import shutil
 
 import pytest
 
-from bounce_exporter.app import Exporter, parse_files
+from bounce_exporter.app import Exporter
 from bounce_exporter.config import SourceConfig, expand_sources, load_config
+from bounce_exporter.oneshot import parse_files
 from bounce_exporter.sources.catchup import CatchUpSource
 
 SENT = ("Nov 28 12:22:{s:02d} mx1 postfix/smtp[14397]: Q{q:06X}: to=<u{q}@ok.example>, "

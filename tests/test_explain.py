@@ -486,9 +486,9 @@ def test_every_format_sample_gives_its_code_enhanced_and_kind(classifier):
 
 
 def test_explain_agrees_with_parse_on_every_real_postfix_event(classifier):
-    from bounce_exporter import app
+    from bounce_exporter import oneshot
 
-    events = [event for _, event in app.iter_file_events(str(REAL_LOG), "postfix", 65536)]
+    events = [event for _, event in oneshot.iter_file_events(str(REAL_LOG), "postfix", 65536)]
     assert len(events) > 100
     for event in events:
         e = explain(event.text, classifier)
@@ -638,11 +638,11 @@ def test_explain_of_every_whole_sample_line_with_an_event_follows_its_status(cla
 
 
 def test_explain_of_every_real_postfix_event_line_says_what_parse_says(classifier):
-    from bounce_exporter import app
+    from bounce_exporter import oneshot
 
     lines = REAL_LOG.read_text().splitlines()
     verdicts = []  # what parse prints: through its own read
-    app.read_file_events(str(REAL_LOG), "auto", 65536, classifier,
+    oneshot.read_file_events(str(REAL_LOG), "auto", 65536, classifier,
                          lambda n, event, verdict: verdicts.append((n, event, verdict)))
     assert len(verdicts) > 100
     for number, event, verdict in verdicts:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-from bounce_exporter import app
+from bounce_exporter import oneshot
 from bounce_exporter.config import default_sources, load_config
 
 from .corpus import CORPUS, REPO
@@ -151,11 +151,11 @@ def test_parse_draws_a_progress_line_on_a_terminal_only(tmp_path, monkeypatch):
     paths = [str(REAL / "postfix-3min.log"), str(REAL / "exim-3min.log")]
     total = sum(os.path.getsize(p) for p in paths)
     config = load_config(None, {})
-    monkeypatch.setattr(app.Progress, "INTERVAL", 0.0)  # a line at every batch
+    monkeypatch.setattr(oneshot.Progress, "INTERVAL", 0.0)  # a line at every batch
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as terminal:
         out = io.StringIO()
-        assert app.parse_files(paths, config, out, terminal) == 0
+        assert oneshot.parse_files(paths, config, out, terminal) == 0
     drawn = read_to_end(leader)
     os.close(leader)
     assert len(out.getvalue().splitlines()) == 303 + 266 + 341  # the events, untouched
@@ -167,5 +167,5 @@ def test_parse_draws_a_progress_line_on_a_terminal_only(tmp_path, monkeypatch):
     assert all(frame.startswith("parse: ") for frame in frames)
     # not a terminal: nothing but the events
     err = io.StringIO()
-    assert app.parse_files(paths, config, io.StringIO(), err) == 0
+    assert oneshot.parse_files(paths, config, io.StringIO(), err) == 0
     assert err.getvalue() == ""

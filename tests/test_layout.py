@@ -18,7 +18,7 @@ PACKAGE = REPO / "bounce_exporter"
 RANKS = {
     "__init__": 0, "errors": 0, "event": 0, "checks": 0,
     "sources": 1, "parsers": 2, "classify": 3, "state": 4, "persistence": 5, "exposition": 6, "report": 6,
-    "pipeline": 7, "config": 7, "app": 8, "cli": 9, "__main__": 10,
+    "pipeline": 7, "config": 7, "app": 8, "oneshot": 8, "cli": 9, "__main__": 10,
 }
 STAGES = ("sources", "parsers", "classify", "state", "persistence", "exposition", "report")
 MAX_MODULE_LINES = 500
@@ -64,7 +64,7 @@ def test_the_top_level_lists_the_stages_and_a_handful_of_modules():
     packages = [name for name in listing if (PACKAGE / name).is_dir() and name != "data"]
     top_modules = [name for name in listing if name.endswith(".py")]
     assert packages == sorted(STAGES)
-    assert len(top_modules) <= 7, top_modules
+    assert len(top_modules) <= 8, top_modules  # the wiring: app (serve) and oneshot (parse, report, backfill)
 
 
 def test_every_package_is_installed():

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from bounce_exporter import app
+from bounce_exporter import oneshot
 from bounce_exporter.app import Exporter
 from bounce_exporter.cli import main
 from bounce_exporter.config import load_config, rotation_chains
@@ -49,7 +49,7 @@ def utc(monkeypatch):
 
 def report_json(*paths, config=None, err=None) -> dict:
     out = io.StringIO()
-    status = app.report_files([str(p) for p in paths], config or load_config(None, {}), "json",
+    status = oneshot.report_files([str(p) for p in paths], config or load_config(None, {}), "json",
                               out, err or io.StringIO())
     assert status == 0
     return json.loads(out.getvalue())
@@ -57,7 +57,7 @@ def report_json(*paths, config=None, err=None) -> dict:
 
 def parse_counts(path) -> Counter:
     found: Counter = Counter()
-    for _, event in app.iter_file_events(str(path), "auto", 65536):
+    for _, event in oneshot.iter_file_events(str(path), "auto", 65536):
         if event.without_attempt is None:  # the report's counts are attempts (and expiries)
             found[(event.domain or "unknown", event.status)] += 1
     return found
@@ -88,7 +88,7 @@ def test_the_reports_counts_are_parses_domain_by_domain(name):
 
 def test_the_text_report_shows_the_domain_table_and_the_disk_full_episode_explained():
     out = io.StringIO()
-    assert app.report_files([str(POSTFIX)], load_config(None, {}), "text", out,
+    assert oneshot.report_files([str(POSTFIX)], load_config(None, {}), "text", out,
                             io.StringIO()) == 0
     text = out.getvalue()
     lines = text.splitlines()
@@ -149,7 +149,7 @@ def test_a_persistent_episode_under_a_rule_that_fits_the_log(tmp_path):
 def test_csv_holds_the_json_tables_each_row_led_by_its_table():
     report = report_json(POSTFIX)
     out = io.StringIO()
-    assert app.report_files([str(POSTFIX)], load_config(None, {}), "csv", out,
+    assert oneshot.report_files([str(POSTFIX)], load_config(None, {}), "csv", out,
                             io.StringIO()) == 0
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     domains = [row for row in rows if row[0] == "domains"]
@@ -202,7 +202,7 @@ def test_tables_align_numbers_right_and_text_left():
 
 def test_backfill_is_openmetrics_whose_last_step_is_the_live_exporters_counters(tmp_path):
     out = io.StringIO()
-    assert app.backfill_files([str(POSTFIX)], load_config(None, {}), 60.0, out,
+    assert oneshot.backfill_files([str(POSTFIX)], load_config(None, {}), 60.0, out,
                               io.StringIO()) == 0
     text = out.getvalue()
     assert text.endswith("# EOF\n")
@@ -273,10 +273,10 @@ def test_backfill_labels_every_series_as_prometheus_labels_the_live_ones(tmp_pat
 
 
 def test_report_draws_its_progress_line_on_a_terminal(monkeypatch):
-    monkeypatch.setattr(app.Progress, "INTERVAL", 0.0)
+    monkeypatch.setattr(oneshot.Progress, "INTERVAL", 0.0)
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as terminal:
-        assert app.report_files([str(POSTFIX)], load_config(None, {}), "json", io.StringIO(),
+        assert oneshot.report_files([str(POSTFIX)], load_config(None, {}), "json", io.StringIO(),
                                 terminal) == 0
     drawn = read_to_end(leader)
     os.close(leader)

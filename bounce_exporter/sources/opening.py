@@ -109,3 +109,10 @@ def open_file(path: str, live: bool) -> Reader:
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
     return Reader(handle, raw, st, name, live, head)
 
+
+def reference_time(path: str) -> float | None:
+    """The file's last change: stamps without a year are placed no later than it."""
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return None
