@@ -20,7 +20,7 @@ import itertools
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from bounce_exporter.event import STATUSES, DeliveryEvent
@@ -78,9 +78,9 @@ class Ledger:
     def __contains__(self, message: object) -> bool:
         return message in self._messages
 
-    def holds(self) -> Callable[[object], bool]:
-        """``message in self`` as a function that costs no Python call (hot loops)."""
-        return self._messages.holds()
+    def held(self) -> Mapping[str, dict[str, Waiting]]:
+        """The messages held, for look-ups in hot loops (``PendingMessages.held``)."""
+        return self._messages.held()
 
     def __len__(self) -> int:
         return len(self._messages)

@@ -46,12 +46,11 @@ class FastPostfixParser(PostfixParser):
 
     def parse_block(self, block: bytes, failed: Failed) -> list[DeliveryEvent]:
         ledger = self._pending
-        holds = ledger.holds()
-        held = getattr(holds, "__self__", None)  # the ledger's dict: looked up from C
-        # what _remember does, done by the extension with the ledger's own methods
+        # what _remember does, done by the extension with the ledger's own methods; the messages
+        # it holds looked up in their dict from C
         remember = (ledger.hold, ledger.defer, ledger.forget)
-        events = self._read(block, held if isinstance(held, dict) else holds,
-                            self._stamps.time_of, remember, self._fallback(block, failed))
+        events = self._read(block, ledger.held(), self._stamps.time_of, remember,
+                            self._fallback(block, failed))
         if events is None:  # empty, or not ending with a newline: the pure-Python way
             return super().parse_block(block, failed)
         return events
