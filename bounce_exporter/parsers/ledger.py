@@ -189,8 +189,6 @@ class Ledger:
         counted in the return value), never raised."""
         self._messages.clear()
         self._changes += 1
-        if isinstance(state, FrozenLedger):  # a snapshot's, in memory (tools, tests)
-            state = state.to_state()
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             return 1 if state is not None else 0
         messages = state.get("messages")
